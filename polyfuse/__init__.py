@@ -1,0 +1,56 @@
+"""polyfuse: multimodal deep learning on PyTorch.
+
+Public API (small on purpose)::
+
+    import polyfuse
+    run = polyfuse.fit("avmnist-fused", out="runs/av")     # a recipe, YAML file, Config or dict
+    model = polyfuse.load("runs/av")                        # a checkpoint directory
+    preds = model.predict(rows)                             # rows: DataFrame, list of dicts or a manifest
+    polyfuse.list_components()                              # registered encoders, fusions, heads, ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "Config", "build_model", "list_components", "fit", "load", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy imports keep `import polyfuse` (and the CLI's --help) fast.
+    if name == "Config":
+        from polyfuse.config import Config
+
+        return Config
+    if name == "build_model":
+        from polyfuse.build import build_model
+
+        return build_model
+    if name == "fit":
+        from polyfuse.api import fit
+
+        return fit
+    if name in ("load", "load_model"):
+        from polyfuse.api import load
+
+        return load
+    raise AttributeError(f"module 'polyfuse' has no attribute {name!r}")
+
+
+def list_components() -> dict[str, list[str]]:
+    """Registered names per component kind."""
+    from polyfuse.build import ensure_registered
+    from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+
+    ensure_registered()
+    import polyfuse.data  # noqa: F401
+
+    return {
+        "encoders": ENCODERS.names(),
+        "fusions": FUSIONS.names(),
+        "heads": HEADS.names(),
+        "objectives": OBJECTIVES.names(),
+        "datasets": DATASETS.names(),
+    }

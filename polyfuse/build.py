@@ -1,0 +1,154 @@
+"""Config -> modules. The one place where configuration turns into built parts."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Mapping
+
+from torch import nn
+
+from polyfuse.config import ComponentConfig, Config, ConfigError
+from polyfuse.registry import ENCODERS, FUSIONS, HEADS, OBJECTIVES, PROCESSORS, Registry
+from polyfuse.types import INPUT_KINDS, InputSpec
+
+#: Encoder used for an input kind when the config names none.
+DEFAULT_ENCODERS: dict[str, str] = {
+    "image": "lenet",
+    "text": "text_transformer",
+    "audio": "audio_cnn",
+    "sequence": "sequence_rnn",
+    "tabular": "tabular_mlp",
+    "video": "video_frames",
+}
+
+#: Head and loss per task type.
+TASK_HEADS: dict[str, str] = {"classification": "classification", "regression": "regression", "multilabel": "multilabel"}
+TASK_LOSSES: dict[str, str] = {"classification": "cross_entropy", "regression": "mse", "multilabel": "bce"}
+
+#: Arguments the builder supplies itself; a config may not set them.
+_INJECTED_ENCODER_ARGS = {
+    "in_channels", "image_size", "num_frames", "vocab_size", "pad_id", "max_length",
+    "sample_rate", "num_samples", "feature_dim", "num_numeric", "cat_cardinalities",
+}
+_INJECTED_FUSION_ARGS = {"input_dims"}
+_INJECTED_HEAD_ARGS = {"in_dim", "out_dim"}
+
+
+def ensure_registered() -> None:
+    """Import the component packages so that their registrations run."""
+    import polyfuse.encoders  # noqa: F401
+    import polyfuse.fusion  # noqa: F401
+    import polyfuse.heads  # noqa: F401
+    import polyfuse.objectives  # noqa: F401
+
+
+def _suggest(name: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_component(
+    registry: Registry[Any], comp: ComponentConfig, path: str, injected: set[str], kind: str | None = None
+) -> None:
+    """Fail with the key path when a component name or parameter is not valid."""
+    if comp.name not in registry:
+        allowed = registry.names(modality=kind) if kind else registry.names()
+        raise ConfigError(
+            f"{path}.name: {comp.name!r} is not a registered {registry.kind}{_suggest(comp.name, allowed)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    entry = registry.get(comp.name)
+    if kind is not None:
+        kinds = entry.metadata.get("modalities", ())
+        if kinds and kind not in kinds:
+            raise ConfigError(
+                f"{path}.name: {registry.kind} {comp.name!r} does not read {kind!r} inputs; "
+                f"allowed for {kind}: {', '.join(registry.names(modality=kind))}"
+            )
+    params = entry.parameters()
+    settable = [p for p in params if p not in injected]
+    accepts_kwargs = any(
+        p.kind == p.VAR_KEYWORD for p in inspect.signature(entry.factory).parameters.values()
+    )
+    for key in comp.params:
+        if key in injected:
+            raise ConfigError(f"{path}.{key}: set by polyfuse from the data; remove it from the config")
+        if key not in params and not accepts_kwargs:
+            raise ConfigError(
+                f"{path}.{key}: unknown parameter of {registry.kind} {comp.name!r}"
+                f"{_suggest(key, settable)}; allowed: {', '.join(settable) or '(none)'}"
+            )
+
+
+def validate_config(config: Config) -> None:
+    """Check names and parameters against the registries, before any data is read."""
+    ensure_registered()
+    import polyfuse.data  # noqa: F401  (registers processors and datasets)
+
+    for name, inp in config.data.inputs.items():
+        path = f"data.inputs.{name}"
+        if inp.kind not in INPUT_KINDS:
+            raise ConfigError(f"{path}.kind: {inp.kind!r} is not an input kind; allowed: {', '.join(INPUT_KINDS)}")
+        if inp.kind in PROCESSORS:
+            check_component(PROCESSORS, ComponentConfig(inp.kind, inp.options), path, set())
+    for name, comp in config.model.encoders.items():
+        kind = config.data.inputs[name].kind if name in config.data.inputs else None
+        check_component(ENCODERS, comp, f"model.encoders.{name}", _INJECTED_ENCODER_ARGS, kind)
+    check_component(FUSIONS, config.model.fusion, "model.fusion", _INJECTED_FUSION_ARGS)
+    for tname, task in config.tasks.items():
+        path = f"tasks.{tname}"
+        head = ComponentConfig(TASK_HEADS[task.type], task.head)
+        check_component(HEADS, head, f"{path}.head", _INJECTED_HEAD_ARGS)
+        loss = task.loss or TASK_LOSSES[task.type]
+        if loss not in OBJECTIVES:
+            raise ConfigError(f"{path}.loss: {loss!r} is not an objective; allowed: {', '.join(OBJECTIVES.names())}")
+    if config.data.dataset is None and config.data.train is None:
+        raise ConfigError("data: set data.dataset (a built-in name) or data.train (a manifest file)")
+
+
+def _call_with(factory: Any, offered: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+    """Call ``factory`` with the offered values it names, then the config's params."""
+    sig = inspect.signature(factory).parameters
+    kwargs = {k: v for k, v in offered.items() if k in sig}
+    kwargs.update(params)
+    return factory(**kwargs)
+
+
+def build_encoder(spec: InputSpec, comp: ComponentConfig | None, dim: int) -> nn.Module:
+    ensure_registered()
+    comp = comp or ComponentConfig(DEFAULT_ENCODERS[spec.kind])
+    offered = {"dim": dim, **spec.encoder_kwargs()}
+    return _call_with(ENCODERS.get(comp.name).factory, offered, comp.params)
+
+
+def build_fusion(comp: ComponentConfig, input_dims: dict[str, int], dim: int) -> nn.Module:
+    ensure_registered()
+    return _call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
+
+
+def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
+    ensure_registered()
+    return _call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim}, params)
+
+
+def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mapping[str, int]) -> nn.Module:
+    """Build a MultimodalModel from a config, the fitted input specs and each task's output width."""
+    from polyfuse.model import MultimodalModel
+
+    ensure_registered()
+    dim = config.model.dim
+    encoders = {name: build_encoder(spec, config.model.encoders.get(name), dim) for name, spec in specs.items()}
+    input_dims = {name: enc.output_dim for name, enc in encoders.items()}
+    fusion = build_fusion(config.model.fusion, input_dims, dim)
+    heads = {
+        tname: build_head(task.type, task.head, fusion.output_dim, task_dims[tname])
+        for tname, task in config.tasks.items()
+    }
+    return MultimodalModel(encoders, fusion, heads)
+
+
+def build_objective(task_type: str, loss: str | None, **kwargs: Any) -> nn.Module:
+    ensure_registered()
+    name = loss or TASK_LOSSES[task_type]
+    return _call_with(OBJECTIVES.get(name).factory, kwargs, {})

@@ -1,0 +1,62 @@
+"""MultimodalModel: encoders -> fusion -> heads. Built parts in, no config reading inside."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from polyfuse.encoders.base import Encoder
+from polyfuse.fusion.base import Fusion
+from polyfuse.types import EncoderOutput, FusionOutput, ModelOutput
+
+
+class MultimodalModel(nn.Module):
+    """One encoder per input, one fusion, one head per task."""
+
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        fusion: Fusion,
+        heads: Mapping[str, nn.Module],
+    ) -> None:
+        super().__init__()
+        missing = [m for m in fusion.modalities if m not in encoders]
+        if missing:
+            raise ValueError(f"fusion expects inputs {missing} that have no encoder")
+        self.encoders = nn.ModuleDict({name: encoders[name] for name in fusion.modalities})
+        self.fusion = fusion
+        self.heads = nn.ModuleDict(dict(heads))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.encoders.keys())
+
+    def encode(self, inputs: Mapping[str, Mapping[str, Tensor]]) -> dict[str, EncoderOutput]:
+        """Run every encoder on its input tensors."""
+        return {name: enc(dict(inputs[name])) for name, enc in self.encoders.items()}
+
+    def fuse(
+        self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor]
+    ) -> tuple[dict[str, EncoderOutput], FusionOutput]:
+        features = self.encode(inputs)
+        present = {name: present[name].bool() for name in self.encoders}
+        return features, self.fusion(features, present)
+
+    def apply_head(self, head: nn.Module, fused: FusionOutput) -> Tensor:
+        """A head on the fused features; decision-level fusions average it over branches."""
+        if fused.branches is None:
+            return head(fused.pooled)
+        outs = torch.stack([head(b) for b in fused.branches.values()], dim=1)  # [B, n, C]
+        weights = fused.branch_weights
+        if weights is None:
+            weights = outs.new_full(outs.shape[:2], 1.0 / outs.shape[1])
+        return (outs * weights.unsqueeze(-1).to(outs.dtype)).sum(dim=1)
+
+    def forward(
+        self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor]
+    ) -> ModelOutput:
+        features, fused = self.fuse(inputs, present)
+        outputs = {task: self.apply_head(head, fused) for task, head in self.heads.items()}
+        return ModelOutput(outputs=outputs, fused=fused, features=features)

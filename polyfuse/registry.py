@@ -1,0 +1,108 @@
+"""One small registry type and the registries of every component kind."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    """A name is registered twice or looked up but unknown."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want plain text
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """A registered component: the factory plus free-form metadata (e.g. modalities)."""
+
+    name: str
+    factory: Callable[..., T]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    help: str = ""
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """Constructor parameters that a config may set (``self`` and ``**kwargs`` excluded)."""
+        params = inspect.signature(self.factory).parameters
+        return {
+            n: p
+            for n, p in params.items()
+            if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+
+class Registry(Generic[T]):
+    """Maps names to component factories. Registering a name twice is an error."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, **metadata: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@ENCODERS.register("vit", modalities=("image",))``."""
+
+        def decorator(factory: Callable[..., T]) -> Callable[..., T]:
+            self.add(name, factory, **metadata)
+            return factory
+
+        return decorator
+
+    def add(self, name: str, factory: Callable[..., T], **metadata: Any) -> None:
+        if name in self._entries:
+            raise RegistryError(f"{self.kind} {name!r} is already registered")
+        doc = inspect.getdoc(factory) or ""
+        self._entries[name] = Entry(name, factory, dict(metadata), doc.split("\n")[0])
+
+    def get(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise RegistryError(
+                f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}"
+            ) from None
+
+    def build(self, name: str, **kwargs: Any) -> T:
+        return self.get(name).factory(**kwargs)
+
+    def names(self, **where: Any) -> list[str]:
+        """Registered names, optionally filtered by metadata, e.g. ``names(modality="image")``.
+
+        A filter value matches a metadata value equal to it, or a metadata tuple/list containing it.
+        """
+        out = []
+        for name, entry in self._entries.items():
+            ok = True
+            for key, want in where.items():
+                plural = key[:-1] + "ies" if key.endswith("y") else key + "s"
+                have = entry.metadata.get(key, entry.metadata.get(plural))
+                if isinstance(have, (tuple, list, set, frozenset)):
+                    ok = ok and want in have
+                else:
+                    ok = ok and have == want
+            if ok:
+                out.append(name)
+        return sorted(out)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self) -> list[tuple[str, Entry[T]]]:
+        return sorted(self._entries.items())
+
+
+ENCODERS: Registry[Any] = Registry("encoder")
+FUSIONS: Registry[Any] = Registry("fusion")
+HEADS: Registry[Any] = Registry("head")
+OBJECTIVES: Registry[Any] = Registry("objective")
+DATASETS: Registry[Any] = Registry("dataset")
+PROCESSORS: Registry[Any] = Registry("processor")
