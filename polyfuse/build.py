@@ -33,6 +33,7 @@ _INJECTED_ENCODER_ARGS = {
 }
 _INJECTED_FUSION_ARGS = {"input_dims"}
 _INJECTED_HEAD_ARGS = {"in_dim", "out_dim"}
+_INJECTED_OBJECTIVE_ARGS = {"input_dims", "fusion_dim", "specs"}
 
 
 def ensure_registered() -> None:
@@ -103,6 +104,8 @@ def validate_config(config: Config) -> None:
         loss = task.loss or TASK_LOSSES[task.type]
         if loss not in OBJECTIVES:
             raise ConfigError(f"{path}.loss: {loss!r} is not an objective; allowed: {', '.join(OBJECTIVES.names())}")
+    for oname, comp in config.objectives.items():
+        check_component(OBJECTIVES, comp, f"objectives.{oname}", _INJECTED_OBJECTIVE_ARGS | {"weight"})
     if config.data.dataset is None and config.data.train is None:
         raise ConfigError("data: set data.dataset (a built-in name) or data.train (a manifest file)")
 
@@ -152,3 +155,25 @@ def build_objective(task_type: str, loss: str | None, **kwargs: Any) -> nn.Modul
     ensure_registered()
     name = loss or TASK_LOSSES[task_type]
     return _call_with(OBJECTIVES.get(name).factory, kwargs, {})
+
+
+def build_model_objectives(
+    config: Config, model: nn.Module, specs: Mapping[str, InputSpec]
+) -> dict[str, tuple[nn.Module, float]]:
+    """Pretraining / auxiliary objectives of ``config.objectives``: name -> (module, weight).
+
+    Each gets, by parameter name, ``input_dims`` (encoder widths), ``fusion_dim`` and ``specs``.
+    Its forward is ``(model, batch, model_output) -> dict`` with a scalar ``"loss"``.
+    """
+    ensure_registered()
+    offered = {
+        "input_dims": {name: enc.output_dim for name, enc in model.encoders.items()},
+        "fusion_dim": getattr(model.fusion, "output_dim", None),
+        "specs": dict(specs),
+    }
+    out = {}
+    for name, comp in config.objectives.items():
+        params = dict(comp.params)
+        weight = float(params.pop("weight", 1.0))
+        out[name] = (_call_with(OBJECTIVES.get(comp.name).factory, offered, params), weight)
+    return out

@@ -120,6 +120,7 @@ class DataConfig:
     root: str | None = None  # file paths resolve against this (default: the manifest's folder)
     allow_outside_root: bool = False
     inputs: dict[str, InputConfig] = field(default_factory=dict)  # empty = inferred
+    use: list[str] | None = None  # only these inputs (unimodal baselines, ablations); None = all
     missing: Literal["missing", "skip", "error"] = "missing"
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -185,6 +186,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    objectives: dict[str, ComponentConfig] = field(default_factory=dict)  # pretraining / auxiliary losses
     train: TrainConfig = field(default_factory=TrainConfig)
     init_from: str | None = None  # a checkpoint directory whose matching weights load first
     freeze: list[str] = field(default_factory=list)  # module name prefixes to freeze (e.g. "encoders.text")

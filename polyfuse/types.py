@@ -16,10 +16,10 @@ batch has the same structure; ``present`` says which rows are real.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch stays out of imports of this module (numpy-only inference reuses InputSpec)
+    from torch import Tensor
 
 #: Input kinds and the tensors each one carries in a batch (shapes per row batch of B).
 INPUT_KEYS: dict[str, dict[str, str]] = {
@@ -103,7 +103,7 @@ class EncoderOutput:
     mask: Tensor  # [B, T] bool, True = real token
 
     def __post_init__(self) -> None:
-        if self.mask.dtype != torch.bool:
+        if str(self.mask.dtype) != "torch.bool":
             self.mask = self.mask.bool()
 
 

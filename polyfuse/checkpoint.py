@@ -1,0 +1,165 @@
+"""Model checkpoints as directories: safetensors weights + YAML/JSON, never pickle.
+
+Layout of a saved model directory::
+
+    config.yaml        complete config (enough to rebuild)
+    model.json         input specs, task output widths, polyfuse version
+    model.safetensors  weights
+    pipeline/          fitted preprocessing (JSON, tokenizer JSON)
+    metrics.json       evaluation metrics (when known)
+    COMPLETE           written last: SHA-256 of the files above; its absence or a mismatch
+                       means the directory is half written and it is refused
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from polyfuse import __version__
+from polyfuse.config import Config
+from polyfuse.errors import CheckpointError
+from polyfuse.train.safe_io import atomic_write_bytes
+from polyfuse.types import InputSpec
+
+MARKER = "COMPLETE"
+HASHED_FILES = ("config.yaml", "model.json", "model.safetensors")
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    config: Config
+    model: torch.nn.Module
+    specs: dict[str, InputSpec]
+    task_dims: dict[str, int]
+    pipeline: Any
+    metrics: dict[str, Any]
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """State dict to safetensors, atomically (shared tensors are copied)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    seen: set[int] = set()
+    for key, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr()
+        if tensor.numel() and ptr in seen:
+            state[key] = tensor.clone()
+        seen.add(ptr)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(state, str(tmp), metadata={"format": "pt", "polyfuse": __version__})
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_model_dir(
+    directory: str | Path,
+    model: torch.nn.Module,
+    config: Config,
+    specs: dict[str, InputSpec],
+    task_dims: dict[str, int],
+    pipeline: Any,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete model directory; COMPLETE is written last."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / MARKER
+    if marker.exists():
+        marker.unlink()
+    atomic_write_bytes(directory / "config.yaml", config.to_yaml().encode("utf-8"))
+    meta = {
+        "polyfuse_version": __version__,
+        "specs": {name: spec.to_dict() for name, spec in specs.items()},
+        "task_dims": dict(task_dims),
+    }
+    atomic_write_bytes(directory / "model.json", json.dumps(meta, indent=2).encode("utf-8"))
+    save_weights(model, directory / "model.safetensors")
+    if pipeline is not None:
+        pipeline.save(directory / "pipeline")
+    if metrics is not None:
+        write_metrics(directory, metrics)
+    hashes = {name: _sha256(directory / name) for name in HASHED_FILES}
+    atomic_write_bytes(marker, json.dumps({"sha256": hashes}, indent=2).encode("utf-8"))
+    return directory
+
+
+def write_metrics(directory: str | Path, metrics: dict[str, Any]) -> None:
+    atomic_write_bytes(Path(directory) / "metrics.json", json.dumps(metrics, indent=2, default=float).encode("utf-8"))
+
+
+def verify_model_dir(directory: str | Path) -> Path:
+    """Raise CheckpointError unless ``directory`` is a complete, untampered model directory."""
+    directory = Path(directory)
+    if directory.is_file():
+        if directory.suffix.lower() in PICKLE_SUFFIXES or directory.name.endswith(".tar"):
+            raise CheckpointError(
+                f"{directory}: a pickle-style file; polyfuse loads only checkpoint directories "
+                "(safetensors + YAML/JSON) and never unpickles, since a pickle can run code"
+            )
+        raise CheckpointError(f"{directory}: expected a checkpoint directory, got a file")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    stray = [p.name for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()]
+    marker = directory / MARKER
+    if not marker.is_file():
+        hint = f" (it holds {', '.join(stray)}, which polyfuse never unpickles)" if stray else ""
+        raise CheckpointError(
+            f"{directory}: not a complete polyfuse checkpoint: {MARKER} is missing, so it may be half written{hint}"
+        )
+    try:
+        expected = json.loads(marker.read_text())["sha256"]
+    except (ValueError, KeyError):
+        raise CheckpointError(f"{directory}/{MARKER}: unreadable") from None
+    for name in HASHED_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: {name} is missing")
+        if _sha256(path) != expected.get(name):
+            raise CheckpointError(f"{directory}: {name} does not match its recorded checksum (changed or half written)")
+    return directory
+
+
+def load_model_dir(directory: str | Path, *, with_pipeline: bool = True) -> LoadedCheckpoint:
+    """Rebuild the model from a checkpoint directory alone. Never unpickles."""
+    from polyfuse.build import build_model
+
+    directory = verify_model_dir(directory)
+    config = Config.from_yaml(directory / "config.yaml")
+    meta = json.loads((directory / "model.json").read_text())
+    specs = {name: InputSpec.from_dict(d) for name, d in meta["specs"].items()}
+    task_dims = {k: int(v) for k, v in meta["task_dims"].items()}
+    model = build_model(config, specs, task_dims)
+    state = load_file(str(directory / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{directory}: weights do not fit the model built from config.yaml "
+            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    model.eval()
+    pipeline = None
+    if with_pipeline and (directory / "pipeline").exists():
+        from polyfuse.data.pipeline import DataPipeline
+
+        pipeline = DataPipeline.load(directory / "pipeline")
+    metrics_path = directory / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return LoadedCheckpoint(directory, config, model, specs, task_dims, pipeline, metrics)

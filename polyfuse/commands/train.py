@@ -1,0 +1,175 @@
+"""`polyfuse train`, `polyfuse eval`, `polyfuse predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from polyfuse.commands._common import console, print_json, user_errors
+
+
+def config_from_table(
+    data: str, labels: list[str], valid: str | None, test: str | None, task_type: str | None
+) -> "object":
+    """A sensible config for a user's manifest: inputs inferred, one task per label column."""
+    from polyfuse.config import Config
+    from polyfuse.data.manifest import read_manifest
+
+    frame = read_manifest(data, required_columns=labels)
+    tasks = {}
+    for label in labels:
+        kind = task_type or infer_task_type(frame[label])
+        tasks[label] = {"column": label, "type": kind}
+    return Config.from_dict(
+        {
+            "name": Path(data).stem,
+            "data": {"train": data, "valid": valid, "test": test},
+            "tasks": tasks,
+            "train": {"epochs": 10, "early_stopping": {"patience": 3}},
+        }
+    )
+
+
+def infer_task_type(column) -> str:  # noqa: ANN001 - a pandas Series
+    """Classification for strings, booleans and few distinct integers; regression otherwise."""
+    import pandas as pd
+
+    values = column.dropna()
+    if values.empty or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return "classification"
+    as_float = values.astype(float)
+    if (as_float == as_float.round()).all() and values.nunique() <= 50:
+        return "classification"
+    return "regression"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train", context_settings={"allow_extra_args": True})
+    @user_errors
+    def train(
+        args: Optional[List[str]] = typer.Argument(
+            None, help="RECIPE or CONFIG.yaml, then key.path=value overrides (e.g. model.fusion.name=gated)."
+        ),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<name>)."),
+        data: Optional[str] = typer.Option(None, "--data", help="Train on your own manifest (CSV/TSV/Parquet/JSONL)."),
+        label: Optional[List[str]] = typer.Option(None, "--label", help="Label column(s) of --data; one task each."),
+        valid: Optional[str] = typer.Option(None, "--valid", help="Validation manifest (default: split from --data)."),
+        test: Optional[str] = typer.Option(None, "--test", help="Test manifest (default: split from --data)."),
+        task_type: Optional[str] = typer.Option(None, "--task-type", help="classification | regression | multilabel (default: inferred)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+        devices: Optional[str] = typer.Option(None, "--devices", help="Devices per node (Lightning), e.g. 2 or auto."),
+        num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Number of machines (torchrun / SLURM)."),
+        strategy: Optional[str] = typer.Option(None, "--strategy", help="auto | ddp | fsdp | ddp_spawn ..."),
+        accelerator: Optional[str] = typer.Option(None, "--accelerator", help="auto | cpu | gpu | mps"),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    ) -> None:
+        """Train a fused model from a recipe/config, or from your own table with --data/--label."""
+        from polyfuse.api import resolve_config
+        from polyfuse.errors import PolyfuseError
+
+        items = list(args or [])
+        overrides = [a for a in items if "=" in a]
+        positional = [a for a in items if "=" not in a]
+        if len(positional) > 1:
+            raise PolyfuseError(f"expected one recipe or config, got {positional}; overrides look like key.path=value")
+        if data:
+            if positional:
+                raise PolyfuseError("give either a recipe/config or --data, not both")
+            if not label:
+                raise PolyfuseError("--data needs --label COLUMN (the column to predict)")
+            config = config_from_table(data, list(label), valid, test, task_type)
+            config = config.with_overrides(overrides)
+        elif positional:
+            config = resolve_config(positional[0], overrides)
+        elif resume and out is not None and (out / "config.yaml").is_file():
+            from polyfuse.config import Config
+
+            config = Config.from_yaml(out / "config.yaml")
+        else:
+            raise PolyfuseError("nothing to train: give a recipe (see `polyfuse recipes`), a config file, or --data FILE --label COL")
+        flags = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "accelerator": accelerator}
+        extra = []
+        for key, value in flags.items():
+            if value is not None:
+                extra.append(f"train.{key}={value}")
+        if no_progress:
+            extra.append("train.progress=false")
+        if extra:
+            config = config.with_overrides(extra)
+        if print_config:
+            from polyfuse.build import validate_config
+
+            validate_config(config)
+            typer.echo(config.to_yaml())
+            return
+        from polyfuse.train.runner import run_training
+
+        run_dir = out or Path("runs") / config.name
+        result = run_training(config, run_dir, resume=resume, overwrite=overwrite)
+        if result.metrics:
+            _print_summary(result.metrics, run_dir)
+
+    @app.command("eval")
+    @user_errors
+    def evaluate(
+        ckpt: Path = typer.Argument(..., help="A checkpoint directory written by `polyfuse train`."),
+        data: Optional[str] = typer.Option(None, "--data", help="A manifest with the label columns (default: the run's test split)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    ) -> None:
+        """Evaluate a trained model on its test split or on a manifest."""
+        from polyfuse.api import load
+
+        predictor = load(ckpt)
+        result = predictor.evaluate(data)
+        if as_json:
+            print_json(result)
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{ckpt} on {data or 'its test split'} ({result['rows']} rows)")
+        for col in ("task", "metric", "value"):
+            table.add_column(col)
+        for task, values in result["metrics"].items():
+            for metric, value in values.items():
+                table.add_row(task, metric, f"{value:.4f}")
+        console().print(table)
+        problems = result.get("data_report", {}).get("total", 0)
+        if problems:
+            console().print(f"{problems} row problem(s): treated per the missing-data policy")
+
+    @app.command("predict")
+    @user_errors
+    def predict(
+        ckpt: Path = typer.Argument(..., help="A checkpoint directory written by `polyfuse train`."),
+        data: str = typer.Option(..., "--data", help="Manifest of rows to predict (label columns not needed)."),
+        out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Where to write predictions (CSV)."),
+        root: Optional[Path] = typer.Option(None, "--root", help="Folder file paths resolve against (default: the manifest's)."),
+    ) -> None:
+        """Predict every row of a manifest: labels and class probabilities per task."""
+        from polyfuse.api import load
+
+        predictor = load(ckpt)
+        frame = predictor.predict(data, root=root)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index_label="row")
+        typer.echo(f"wrote {len(frame)} predictions to {out}")
+
+
+def _print_summary(metrics: dict, run_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{metrics.get('name')} -> {run_dir}")
+    for col in ("split", "task", "metric", "value"):
+        table.add_column(col)
+    for split in ("valid", "test"):
+        for task, values in (metrics.get(split) or {}).items():
+            if not isinstance(values, dict):
+                continue
+            for metric, value in values.items():
+                table.add_row(split, task, metric, f"{value:.4f}")
+    console().print(table)
+    console().print(f"report: {run_dir / 'report.md'}")

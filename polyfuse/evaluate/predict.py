@@ -1,0 +1,69 @@
+"""Run a model over a loader and collect per-task predictions, labels and modality weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+from polyfuse.config import TaskConfig
+from polyfuse.train.module import task_predictions
+
+
+@dataclass
+class Predictions:
+    """Concatenated over a whole split. ``preds[task]``: probabilities [N,C] or values [N] / [N,K]."""
+
+    preds: dict[str, Tensor] = field(default_factory=dict)
+    labels: dict[str, Tensor] = field(default_factory=dict)
+    rows: Tensor | None = None
+    modality_weights: Tensor | None = None  # [N, M]
+    modalities: tuple[str, ...] = ()
+
+
+def move(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: move(v, device) for k, v in batch.items()}
+    return batch
+
+
+@torch.no_grad()
+def collect_predictions(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    tasks: Mapping[str, TaskConfig],
+    drop: Iterable[str] = (),
+    device: str | torch.device = "cpu",
+) -> Predictions:
+    """Predictions of ``model`` (a MultimodalModel) over ``batches``; inputs in ``drop`` are marked missing."""
+    model.eval()
+    device = torch.device(device)
+    drop = set(drop)
+    preds: dict[str, list[Tensor]] = {t: [] for t in tasks}
+    labels: dict[str, list[Tensor]] = {t: [] for t in tasks}
+    rows: list[Tensor] = []
+    weights: list[Tensor] = []
+    modalities: tuple[str, ...] = ()
+    for batch in batches:
+        batch = move(batch, device)
+        present = {k: (torch.zeros_like(v) if k in drop else v) for k, v in batch["present"].items()}
+        out = model(batch["inputs"], present)
+        for name, task in tasks.items():
+            preds[name].append(task_predictions(task.type, out.outputs[name]).cpu())
+            if name in batch["labels"]:
+                labels[name].append(batch["labels"][name].cpu())
+        rows.append(batch["row"].cpu())
+        if out.fused.modality_weights is not None:
+            weights.append(out.fused.modality_weights.float().cpu())
+            modalities = out.fused.modalities
+    return Predictions(
+        preds={k: torch.cat(v) for k, v in preds.items() if v},
+        labels={k: torch.cat(v) for k, v in labels.items() if v},
+        rows=torch.cat(rows) if rows else None,
+        modality_weights=torch.cat(weights) if weights else None,
+        modalities=modalities,
+    )

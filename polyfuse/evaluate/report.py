@@ -1,0 +1,166 @@
+"""Evaluation after training: metrics per split, confusion matrices, curves, modality contribution,
+written as ``report.md`` + PNGs beside the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from polyfuse.config import Config
+from polyfuse.evaluate.contribution import modality_contribution
+from polyfuse.evaluate.metrics import confusion, summarize
+from polyfuse.evaluate.plots import plot_bars, plot_confusion, plot_curves
+from polyfuse.evaluate.predict import collect_predictions
+from polyfuse.train.metrics import MAIN_METRIC
+
+
+def loader_factory(dataset: Any, collate: Any, batch_size: int):  # noqa: ANN201
+    """A function returning a fresh in-order loader over ``dataset`` each call."""
+
+    def make() -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=0)
+
+    return make
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    config: Config,
+    datasets: Mapping[str, Any],
+    collate: Any,
+    classes: Mapping[str, list[Any]],
+    out: Path,
+    *,
+    contribution_split: str = "test",
+) -> dict[str, Any]:
+    """Metrics on every split given, confusion matrices, and modality contribution on one split."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = config.tasks
+    types = {n: t.type for n, t in tasks.items()}
+    batch = config.data.eval_batch_size or max(config.data.batch_size, 128)
+    result: dict[str, Any] = {"splits": {}, "plots": {}}
+    for split, dataset in datasets.items():
+        if split == "train" or len(dataset) == 0:
+            continue
+        make = loader_factory(dataset, collate, batch)
+        preds = collect_predictions(model, make(), tasks)
+        result["splits"][split] = summarize(types, preds.preds, preds.labels)
+        result["splits"][split]["rows"] = len(dataset)
+        if split == contribution_split or (contribution_split not in datasets and split == "valid"):
+            result["contribution"] = modality_contribution(model, make, tasks, full=preds)
+            result["contribution"]["split"] = split
+            for name, task in tasks.items():
+                if task.type == "classification" and name in preds.labels and len(classes.get(name, [])) <= 60:
+                    matrix = confusion(preds.preds[name], preds.labels[name]).numpy()
+                    path = plot_confusion(matrix, classes[name], out / f"confusion_{name}.png", f"{name} ({split})")
+                    result["plots"][f"confusion_{name}"] = path.name
+                    result.setdefault("confusion", {})[name] = matrix.tolist()
+    contrib = result.get("contribution")
+    if contrib and contrib.get("without") and tasks:
+        first, task = next(iter(tasks.items()))
+        metric = MAIN_METRIC[task.type][0]
+        bars = {"all": contrib["all"].get(first, {}).get(metric, float("nan"))}
+        for name, values in contrib["without"].items():
+            bars[f"without {name}"] = values.get(first, {}).get(metric, float("nan"))
+        path = plot_bars(bars, out / "modality_contribution.png", f"{first} {metric} with inputs removed", metric)
+        result["plots"]["modality_contribution"] = path.name
+    return result
+
+
+def write_report(
+    out: Path,
+    config: Config,
+    evaluation: Mapping[str, Any],
+    *,
+    history: list[dict[str, float]] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    data_report: Mapping[str, Any] | None = None,
+) -> Path:
+    """``report.md`` (and ``curves.png``) from an evaluation result."""
+    out = Path(out)
+    tasks = config.tasks
+    lines = [f"# polyfuse report: {config.name}", ""]
+    summary = dict(summary or {})
+    encoders = summary.get("encoders", {})
+    lines += [
+        f"- data: `{config.data.dataset or config.data.train}`",
+        f"- inputs: {', '.join(f'{k} ({v})' for k, v in encoders.items()) or '-'}",
+        f"- fusion: `{config.model.fusion.name}`",
+    ]
+    for key in ("parameters", "train_seconds", "epochs_run", "best_epoch", "monitor"):
+        if key in summary:
+            value = summary[key]
+            value = f"{value:,}" if key == "parameters" else (f"{value:.1f}" if isinstance(value, float) else value)
+            lines.append(f"- {key.replace('_', ' ')}: {value}")
+    lines.append("")
+    lines += ["## Metrics", "", "| split | task | metric | value |", "|---|---|---|---|"]
+    for split, per_task in evaluation.get("splits", {}).items():
+        for task, values in per_task.items():
+            if not isinstance(values, dict):
+                continue
+            for metric, value in values.items():
+                lines.append(f"| {split} | {task} | {metric} | {value:.4f} |")
+    lines.append("")
+    contrib = evaluation.get("contribution")
+    if contrib:
+        lines += [f"## Modality contribution ({contrib.get('split', 'test')} split)", ""]
+        lines.append("The main metric of each task with one input removed (marked missing) for every row.")
+        lines.append("")
+        header = ["inputs"] + [f"{t} {MAIN_METRIC[tasks[t].type][0]}" for t in tasks]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+        def row(label: str, metrics: Mapping[str, Any]) -> str:
+            cells = [label]
+            for t in tasks:
+                m = MAIN_METRIC[tasks[t].type][0]
+                v = metrics.get(t, {}).get(m)
+                cells.append("-" if v is None else f"{v:.4f}")
+            return "| " + " | ".join(cells) + " |"
+
+        lines.append(row("all", contrib["all"]))
+        for name, metrics in contrib.get("without", {}).items():
+            lines.append(row(f"without {name}", metrics))
+        lines.append("")
+        if contrib.get("weights"):
+            lines += ["Average fusion weight per input (gates / attention):", ""]
+            lines += ["| input | weight |", "|---|---|"]
+            lines += [f"| {k} | {v:.3f} |" for k, v in contrib["weights"].items()]
+            lines.append("")
+        if "modality_contribution" in evaluation.get("plots", {}):
+            lines += ["![modality contribution](modality_contribution.png)", ""]
+    if history:
+        keys = []
+        for task_name, task in tasks.items():
+            keys.append(f"valid/{task_name}/{MAIN_METRIC[task.type][0]}")
+        path = plot_curves(history, out / "curves.png", keys)
+        if path:
+            lines += ["## Training curves", "", "![curves](curves.png)", ""]
+    for name, file in evaluation.get("plots", {}).items():
+        if name.startswith("confusion_"):
+            lines += [f"## Confusion matrix: {name.removeprefix('confusion_')}", "", f"![{name}]({file})", ""]
+    if data_report is not None:
+        lines += ["## Data", ""]
+        total = data_report.get("total", 0)
+        lines.append(f"Rows with a problem: {total} (details in `data_report.md`).")
+        for key, count in (data_report.get("by_reason") or {}).items():
+            lines.append(f"- {key}: {count}")
+        lines.append("")
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def load_history(path: Path) -> list[dict[str, float]]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+
+
+__all__ = ["evaluate_model", "write_report", "load_history", "np"]

@@ -1,0 +1,144 @@
+"""A trained model loaded from its checkpoint directory, ready to predict on raw rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
+from polyfuse.train.module import task_predictions
+
+
+class Predictor:
+    """``polyfuse.load(path)``: the model, its config and its fitted preprocessing."""
+
+    def __init__(self, loaded: LoadedCheckpoint) -> None:
+        self.path = loaded.path
+        self.config = loaded.config
+        self.model = loaded.model
+        self.pipeline = loaded.pipeline
+        self.specs = loaded.specs
+        self.task_dims = loaded.task_dims
+        self.metrics = loaded.metrics
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Predictor":
+        return cls(load_model_dir(path))
+
+    @property
+    def tasks(self) -> dict[str, Any]:
+        return dict(self.config.tasks)
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Input name -> kind."""
+        return {name: spec.kind for name, spec in self.specs.items()}
+
+    def classes(self, task: str) -> list[Any]:
+        return list(self.pipeline.classes(task))
+
+    # ------------------------------------------------------------------ prediction
+    def _rows_frame(self, rows: Any) -> tuple[pd.DataFrame, Path | None]:
+        if isinstance(rows, (str, Path)):
+            from polyfuse.data.manifest import read_manifest
+
+            path = Path(rows)
+            return read_manifest(path), path.parent
+        if isinstance(rows, pd.DataFrame):
+            return rows.reset_index(drop=True), None
+        if isinstance(rows, Mapping):
+            return pd.DataFrame([dict(rows)]), None
+        return pd.DataFrame(list(rows)), None
+
+    @torch.no_grad()
+    def predict_batch(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Numpy batch (pipeline layout) -> probabilities / values per task."""
+        from polyfuse.data.collate import to_torch
+
+        tb = to_torch(batch)
+        out = self.model(tb["inputs"], tb["present"])
+        return {name: task_predictions(task.type, out.outputs[name]).numpy() for name, task in self.config.tasks.items()}
+
+    def predict(
+        self,
+        rows: pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any] | str | Path,
+        *,
+        root: str | Path | None = None,
+        batch_size: int = 256,
+        policy: str = "missing",
+    ) -> pd.DataFrame:
+        """Predict rows (DataFrame, dicts, or a manifest path). One output row per input row.
+
+        Columns: ``<task>`` (predicted label or value) and ``<task>:p:<class>`` (probabilities),
+        plus ``problems`` listing anything unreadable in that row (treated as missing).
+        """
+        frame, default_root = self._rows_frame(rows)
+        root_path = Path(root) if root is not None else (default_root or Path.cwd())
+        outputs: list[pd.DataFrame] = []
+        for start in range(0, len(frame), batch_size):
+            chunk = frame.iloc[start : start + batch_size].reset_index(drop=True)
+            batch, report = self.pipeline.batch_from_rows(chunk, root=root_path, policy=policy)
+            preds = self.predict_batch(batch)
+            rows_idx = np.asarray(batch["row"])
+            part = pd.DataFrame(index=range(len(chunk)))
+            for name, task in self.config.tasks.items():
+                values = preds[name]
+                if task.type == "classification":
+                    classes = self.classes(name)
+                    full = np.full((len(chunk), values.shape[1]), np.nan)
+                    full[rows_idx] = values
+                    labels = [classes[i] if not np.isnan(full[r]).any() else None for r, i in enumerate(np.nan_to_num(full).argmax(1))]
+                    part[name] = labels
+                    for j, cls in enumerate(classes):
+                        part[f"{name}:p:{cls}"] = full[:, j]
+                elif task.type == "regression":
+                    col = np.full(len(chunk), np.nan)
+                    col[rows_idx] = values.reshape(len(rows_idx), -1)[:, 0]
+                    part[name] = col
+                else:
+                    classes = self.classes(name)
+                    full = np.full((len(chunk), values.shape[1]), np.nan)
+                    full[rows_idx] = values
+                    part[name] = ["|".join(str(c) for c, p in zip(classes, r) if p >= 0.5) for r in full]
+                    for j, cls in enumerate(classes):
+                        part[f"{name}:p:{cls}"] = full[:, j]
+            problems: dict[int, list[str]] = {}
+            for entry in report.entries:
+                problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")
+            part["problems"] = ["; ".join(problems.get(i, [])) for i in range(len(chunk))]
+            part.index = range(start, start + len(chunk))
+            outputs.append(part)
+        return pd.concat(outputs) if outputs else pd.DataFrame()
+
+    def evaluate(self, data: str | Path | None = None, *, split: str = "test", batch_size: int = 256) -> dict[str, Any]:
+        """Metrics on a manifest (with label columns) or, by default, the training config's test split."""
+        from polyfuse.data.collate import Collator
+        from polyfuse.data.prepare import prepare_data
+        from polyfuse.evaluate.metrics import summarize
+        from polyfuse.evaluate.predict import collect_predictions
+        from polyfuse.evaluate.report import loader_factory
+
+        config = self.config.copy()
+        if data is not None:
+            config.data.dataset = None
+            config.data.train = str(data)
+            config.data.valid = None
+            config.data.test = None
+            config.data.split.valid = 0.0
+            config.data.split.test = 0.0
+            config.data.root = None
+            split = "train"
+        prepared = prepare_data(config, pipeline=self.pipeline, splits=(split,), progress=False)
+        dataset = prepared.datasets[split]
+        preds = collect_predictions(self.model, loader_factory(dataset, Collator(self.pipeline), batch_size)(), config.tasks)
+        types = {n: t.type for n, t in config.tasks.items()}
+        return {"rows": len(dataset), "metrics": summarize(types, preds.preds, preds.labels), "data_report": prepared.report.summary()}
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

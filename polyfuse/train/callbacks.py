@@ -1,0 +1,75 @@
+"""Callbacks: RNG state in checkpoints (exact resume), metric history for curves."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class RNGStateCallback(L.Callback):
+    """Stores torch / numpy / python RNG states in every checkpoint and restores them on resume."""
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "name": np_state[0],
+                "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                "pos": int(np_state[2]),
+                "has_gauss": int(np_state[3]),
+                "cached": float(np_state[4]),
+            },
+            "python": [list(random.getstate()[1]), random.getstate()[0], random.getstate()[2]],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        internal, version, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+class MetricHistory(L.Callback):
+    """Keeps every epoch's logged metrics and writes them to ``history.json`` (for curves)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def _record(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row: dict[str, float] = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/") and key.endswith("_step"):
+                continue
+            try:
+                row[key.removesuffix("_epoch")] = float(value)
+            except (TypeError, ValueError):
+                continue
+        if self.rows and self.rows[-1]["epoch"] == row["epoch"]:
+            self.rows[-1].update(row)
+        else:
+            self.rows.append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.rows, indent=1))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": json.dumps(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = json.loads(state["rows"])

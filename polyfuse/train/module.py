@@ -1,0 +1,190 @@
+"""The LightningModule around MultimodalModel: losses per task, metrics, optimizer and schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from polyfuse.build import build_objective
+from polyfuse.config import TaskConfig, TrainConfig
+from polyfuse.model import MultimodalModel
+from polyfuse.train.metrics import task_metrics
+from polyfuse.types import ModelOutput
+
+
+def task_predictions(task_type: str, outputs: Tensor) -> Tensor:
+    """Model outputs -> what metrics read: class probabilities, values, or label probabilities."""
+    if task_type == "classification":
+        return outputs.float().softmax(dim=-1)
+    if task_type == "multilabel":
+        return outputs.float().sigmoid()
+    return outputs.float().squeeze(-1) if outputs.shape[-1] == 1 else outputs.float()
+
+
+def labelled(task_type: str, targets: Tensor) -> Tensor:
+    """Bool [B]: rows that carry a label for this task."""
+    if task_type == "classification":
+        return targets != -100
+    if targets.dim() > 1:
+        return ~torch.isnan(targets).any(dim=-1)
+    return ~torch.isnan(targets)
+
+
+class MultimodalLightningModule(L.LightningModule):
+    """Trains a MultimodalModel on several tasks at once with per-task loss weights."""
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        tasks: Mapping[str, TaskConfig],
+        task_dims: Mapping[str, int],
+        train: TrainConfig,
+        objectives: Mapping[str, tuple[nn.Module, float]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        # pretraining / auxiliary objectives: forward(model, batch, out) -> {"loss": scalar, ...}
+        self.extra_objectives = nn.ModuleDict({k: m for k, (m, _) in (objectives or {}).items()})
+        self.extra_weights = {k: w for k, (_, w) in (objectives or {}).items()}
+        self.tasks = dict(tasks)
+        self.train_cfg = train
+        self.objectives = nn.ModuleDict(
+            {
+                name: build_objective(task.type, task.loss, label_smoothing=task.label_smoothing)
+                for name, task in self.tasks.items()
+            }
+        )
+        self.metrics = nn.ModuleDict(
+            {
+                split: nn.ModuleDict(
+                    {name: task_metrics(task.type, task_dims[name]) for name, task in self.tasks.items()}
+                )
+                for split in ("valid", "test")
+            }
+        )
+        self.total_steps: int | None = None
+
+    # ------------------------------------------------------------------ forward / loss
+    def forward(self, batch: Mapping[str, Any]) -> ModelOutput:
+        return self.model(batch["inputs"], batch["present"])
+
+    def losses(self, out: ModelOutput, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        result = {}
+        for name, task in self.tasks.items():
+            pred = out.outputs[name]
+            target = labels[name]
+            if task.type == "regression" and pred.shape[-1] == 1 and target.dim() == 1:
+                pred = pred.squeeze(-1)
+            result[name] = self.objectives[name](pred.float(), target)
+        return result
+
+    def total_loss(self, losses: Mapping[str, Tensor]) -> Tensor:
+        total: Tensor | None = None
+        for name, loss in losses.items():
+            term = self.tasks[name].weight * loss
+            total = term if total is None else total + term
+        assert total is not None
+        return total
+
+    def objective_losses(self, batch: Mapping[str, Any], out: ModelOutput, split: str) -> Tensor | None:
+        """Weighted sum of the extra objectives (logged each under ``split/<name>/...``)."""
+        total = None
+        size = int(batch["row"].shape[0])
+        for name, objective in self.extra_objectives.items():
+            result = objective(self.model, batch, out)
+            for key, value in result.items():
+                self.log(f"{split}/{name}/{key}", value, batch_size=size, on_step=False, on_epoch=True, sync_dist=split != "train")
+            term = self.extra_weights[name] * result["loss"]
+            total = term if total is None else total + term
+        return total
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        out = self(batch)
+        losses = self.losses(out, batch["labels"])
+        loss = self.total_loss(losses) if losses else None
+        extra = self.objective_losses(batch, out, "train") if len(self.extra_objectives) else None
+        loss = extra if loss is None else (loss if extra is None else loss + extra)
+        size = int(batch["row"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size, on_step=True, on_epoch=True)
+        if len(losses) > 1:
+            for name, value in losses.items():
+                self.log(f"train/{name}/loss", value, batch_size=size, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, Any], split: str) -> None:
+        out = self(batch)
+        losses = self.losses(out, batch["labels"])
+        size = int(batch["row"].shape[0])
+        total = self.total_loss(losses) if losses else None
+        if len(self.extra_objectives):
+            extra = self.objective_losses(batch, out, split)
+            total = extra if total is None else total + extra
+        if total is not None:
+            self.log(f"{split}/loss", total, prog_bar=split == "valid", batch_size=size, sync_dist=True)
+        for name, task in self.tasks.items():
+            target = batch["labels"][name]
+            keep = labelled(task.type, target)
+            if not bool(keep.any()):
+                continue
+            preds = task_predictions(task.type, out.outputs[name])
+            self.metrics[split][name].update(preds[keep], target[keep].long() if task.type != "regression" else target[keep])
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "valid")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_metrics(self, split: str) -> None:
+        for name, collection in self.metrics[split].items():
+            if not any(m.update_count for m in collection.values()):
+                continue
+            for metric, value in collection.compute().items():
+                self.log(f"{split}/{name}/{metric}", value, prog_bar=split == "valid", sync_dist=True)
+            collection.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    # ------------------------------------------------------------------ optimization
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            # no weight decay on biases, norms, embeddings and learned tokens
+            if param.dim() < 2 or "norm" in name.lower() or "embed" in name.lower() or "token" in name.lower():
+                no_decay.append(param)
+            else:
+                decay.append(param)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+        total = self.total_steps or max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(cfg.warmup * total)
+        schedule = lr_lambda(cfg.schedule, warmup, total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lr_lambda(kind: str, warmup: int, total: int):  # noqa: ANN201 - returns a plain function
+    """Linear warmup, then cosine / linear decay to zero, or constant."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor

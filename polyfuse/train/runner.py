@@ -1,0 +1,228 @@
+"""One training run end to end: data -> model -> Lightning fit -> evaluation -> checkpoint directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from polyfuse.build import build_model, build_model_objectives, validate_config
+from polyfuse.checkpoint import save_model_dir
+from polyfuse.config import Config
+from polyfuse.errors import CheckpointError, PolyfuseError
+from polyfuse.train.callbacks import MetricHistory, RNGStateCallback
+from polyfuse.train.datamodule import MultimodalDataModule
+from polyfuse.train.metrics import default_monitor, monitor_mode
+from polyfuse.train.module import MultimodalLightningModule
+from polyfuse.train.safe_io import SafeCheckpointIO, load_state
+
+LAST = "last.ckpt"
+BEST = "best.ckpt"
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves behind."""
+
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config: Config | None = None
+
+
+class ParameterSyncCheck(L.Callback):
+    """After training, compares a checksum of the parameters across ranks (DDP / FSDP)."""
+
+    def __init__(self) -> None:
+        self.in_sync: bool | None = None
+        self.checksums: list[float] = []
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with torch.no_grad():
+            total = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+            for i, p in enumerate(pl_module.model.parameters()):
+                total += (p.detach().double() * (1.0 + 1e-3 * (i % 97))).sum()
+        gathered = trainer.strategy.all_gather(total)
+        values = [float(v) for v in gathered.reshape(-1)]
+        self.checksums = values
+        self.in_sync = all(abs(v - values[0]) <= 1e-9 * max(1.0, abs(values[0])) for v in values)
+
+
+def _progress_callbacks(progress: bool) -> list[L.Callback]:
+    if not progress:
+        return []
+    try:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        return [RichProgressBar(leave=True)]
+    except Exception:  # rich missing or unusable terminal
+        return []
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*The number of training batches.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_training(
+    config: Config,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> RunResult:
+    """Train, evaluate and save. ``resume`` continues from ``out/checkpoints/last.ckpt``."""
+    from polyfuse.data.collate import Collator
+    from polyfuse.data.pipeline import DataPipeline
+    from polyfuse.data.prepare import prepare_data
+    from polyfuse.evaluate.report import evaluate_model, load_history, write_report
+    from polyfuse.train.init import freeze, load_matching_weights
+
+    _quiet_lightning()
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    pipeline = None
+    if resume:
+        if not (ckpt_dir / LAST).is_file():
+            raise CheckpointError(f"{out}: nothing to resume (no checkpoints/{LAST}); start without --resume")
+        if (out / "config.yaml").is_file():
+            config = Config.from_yaml(out / "config.yaml")
+        if (out / "pipeline").is_dir():
+            pipeline = DataPipeline.load(out / "pipeline")
+    elif ckpt_dir.exists():
+        if not overwrite:
+            raise PolyfuseError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+        shutil.rmtree(out)
+    validate_config(config)
+    cfg_train = config.train
+    show = cfg_train.progress if progress is None else progress
+    if cfg_train.threads:
+        torch.set_num_threads(cfg_train.threads)
+    L.seed_everything(cfg_train.seed, workers=True, verbose=False)
+
+    prepared = prepare_data(config, pipeline=pipeline, progress=show)
+    config = prepared.config
+    pipeline = prepared.pipeline
+    specs, task_dims = pipeline.specs(), pipeline.task_dims()
+    if not config.tasks and not config.objectives:
+        raise PolyfuseError("nothing to learn: give tasks (or --label COLUMN) or pretraining objectives in the config")
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(out / "config.yaml")
+    if not resume:
+        pipeline.save(out / "pipeline")
+
+    model = build_model(config, specs, task_dims)
+    if config.init_from and not resume:
+        load_matching_weights(model, config.init_from)
+    if config.freeze:
+        freeze(model, config.freeze)
+    objectives = build_model_objectives(config, model, specs)
+    module = MultimodalLightningModule(model, config.tasks, task_dims, cfg_train, objectives)
+    datamodule = MultimodalDataModule(prepared.datasets, Collator(pipeline), config.data, cfg_train.seed)
+
+    has_valid = "valid" in prepared.datasets and len(prepared.datasets["valid"]) > 0
+    monitor = cfg_train.monitor or (default_monitor(config.tasks)[0] if has_valid else "train/loss_epoch")
+    mode = monitor_mode(monitor)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1,
+        every_n_train_steps=cfg_train.checkpoint_every_n_steps, enable_version_counter=False,
+        save_on_train_epoch_end=not has_valid,
+    )
+    sync = ParameterSyncCheck()
+    history = MetricHistory(out / "history.json")
+    callbacks: list[L.Callback] = [checkpoint, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
+    if cfg_train.early_stopping.patience is not None:
+        callbacks.append(
+            L.pytorch.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=cfg_train.early_stopping.patience,
+                min_delta=cfg_train.early_stopping.min_delta,
+            )
+        )
+    loggers = [
+        L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False),
+    ]
+    trainer = L.Trainer(
+        max_epochs=cfg_train.epochs,
+        max_steps=cfg_train.max_steps,
+        accelerator=cfg_train.accelerator,
+        devices=cfg_train.devices,
+        num_nodes=cfg_train.num_nodes,
+        strategy=cfg_train.strategy,
+        precision=cfg_train.precision,
+        gradient_clip_val=cfg_train.grad_clip,
+        accumulate_grad_batches=cfg_train.accumulate,
+        deterministic=cfg_train.deterministic,
+        callbacks=callbacks,
+        logger=loggers,
+        log_every_n_steps=cfg_train.log_every_n_steps,
+        enable_progress_bar=bool(show),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        plugins=[SafeCheckpointIO()],
+        default_root_dir=str(out),
+        use_distributed_sampler=True,
+    )
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_dir / LAST) if resume else None)
+    train_seconds = time.perf_counter() - started
+    if not trainer.is_global_zero:
+        return RunResult(out, {}, config)
+
+    best_path = ckpt_dir / BEST
+    if best_path.is_file():
+        state = load_state(best_path)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+    evaluation = evaluate_model(model, config, prepared.datasets, Collator(pipeline), {t: pipeline.classes(t) for t in config.tasks if config.tasks[t].type != "regression"}, out)
+    encoders = {name: type(enc).__name__ for name, enc in model.encoders.items()}
+    summary = {
+        "encoders": encoders,
+        "parameters": count_parameters(model),
+        "train_seconds": round(train_seconds, 2),
+        "epochs_run": trainer.current_epoch,
+        "monitor": monitor,
+    }
+    metrics: dict[str, Any] = {
+        "name": config.name,
+        "data": config.data.dataset or config.data.train,
+        "fusion": config.model.fusion.name,
+        **summary,
+        **{split: values for split, values in evaluation["splits"].items()},
+        "best_score": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+    }
+    if "contribution" in evaluation:
+        metrics["contribution"] = evaluation["contribution"]
+    if sync.in_sync is not None and len(sync.checksums) > 1:
+        metrics["ranks_in_sync"] = sync.in_sync
+        metrics["world_size"] = len(sync.checksums)
+    prepared.report.save(out)
+    data_summary = prepared.report.summary()
+    metrics["data_report"] = data_summary
+    save_model_dir(out, model, config, specs, task_dims, pipeline, metrics)
+    write_report(out, config, evaluation, history=load_history(out / "history.json"), summary=summary, data_report=data_summary)
+    return RunResult(out, metrics, config)
+
+
+def write_json(path: Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=float))
+
+
+__all__ = ["run_training", "RunResult", "os"]
