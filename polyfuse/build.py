@@ -148,7 +148,8 @@ def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mappi
         tname: build_head(task.type, task.head, fusion.output_dim, task_dims[tname])
         for tname, task in config.tasks.items()
     }
-    return MultimodalModel(encoders, fusion, heads)
+    objectives = build_objectives(config, input_dims, getattr(fusion, "output_dim", None), specs)
+    return MultimodalModel(encoders, fusion, heads, objectives)
 
 
 def build_objective(task_type: str, loss: str | None, **kwargs: Any) -> nn.Module:
@@ -157,23 +158,22 @@ def build_objective(task_type: str, loss: str | None, **kwargs: Any) -> nn.Modul
     return _call_with(OBJECTIVES.get(name).factory, kwargs, {})
 
 
-def build_model_objectives(
-    config: Config, model: nn.Module, specs: Mapping[str, InputSpec]
-) -> dict[str, tuple[nn.Module, float]]:
-    """Pretraining / auxiliary objectives of ``config.objectives``: name -> (module, weight).
+def build_objectives(
+    config: Config, input_dims: Mapping[str, int], fusion_dim: int | None, specs: Mapping[str, InputSpec]
+) -> dict[str, nn.Module]:
+    """Pretraining / auxiliary objectives of ``config.objectives`` (their ``weight`` is read by the trainer).
 
     Each gets, by parameter name, ``input_dims`` (encoder widths), ``fusion_dim`` and ``specs``.
     Its forward is ``(model, batch, model_output) -> dict`` with a scalar ``"loss"``.
     """
     ensure_registered()
-    offered = {
-        "input_dims": {name: enc.output_dim for name, enc in model.encoders.items()},
-        "fusion_dim": getattr(model.fusion, "output_dim", None),
-        "specs": dict(specs),
-    }
+    offered = {"input_dims": dict(input_dims), "fusion_dim": fusion_dim, "specs": dict(specs)}
     out = {}
     for name, comp in config.objectives.items():
-        params = dict(comp.params)
-        weight = float(params.pop("weight", 1.0))
-        out[name] = (_call_with(OBJECTIVES.get(comp.name).factory, offered, params), weight)
+        params = {k: v for k, v in comp.params.items() if k != "weight"}
+        out[name] = _call_with(OBJECTIVES.get(comp.name).factory, offered, params)
     return out
+
+
+def objective_weights(config: Config) -> dict[str, float]:
+    return {name: float(comp.params.get("weight", 1.0)) for name, comp in config.objectives.items()}

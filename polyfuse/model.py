@@ -20,6 +20,7 @@ class MultimodalModel(nn.Module):
         encoders: Mapping[str, Encoder],
         fusion: Fusion,
         heads: Mapping[str, nn.Module],
+        objectives: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         missing = [m for m in fusion.modalities if m not in encoders]
@@ -28,6 +29,9 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict({name: encoders[name] for name in fusion.modalities})
         self.fusion = fusion
         self.heads = nn.ModuleDict(dict(heads))
+        # pretraining / auxiliary objectives with weights of their own (projection heads, ITM, MLM...);
+        # kept in the model so that checkpoints carry them (retrieval needs the projections).
+        self.objectives = nn.ModuleDict(dict(objectives or {}))
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -43,13 +43,13 @@ class MultimodalLightningModule(L.LightningModule):
         tasks: Mapping[str, TaskConfig],
         task_dims: Mapping[str, int],
         train: TrainConfig,
-        objectives: Mapping[str, tuple[nn.Module, float]] | None = None,
+        objective_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
-        # pretraining / auxiliary objectives: forward(model, batch, out) -> {"loss": scalar, ...}
-        self.extra_objectives = nn.ModuleDict({k: m for k, (m, _) in (objectives or {}).items()})
-        self.extra_weights = {k: w for k, (_, w) in (objectives or {}).items()}
+        # pretraining / auxiliary objectives live in model.objectives:
+        # forward(model, batch, out) -> {"loss": scalar, ...}; weighted by objective_weights
+        self.extra_weights = {k: (objective_weights or {}).get(k, 1.0) for k in model.objectives}
         self.tasks = dict(tasks)
         self.train_cfg = train
         self.objectives = nn.ModuleDict(
@@ -94,7 +94,7 @@ class MultimodalLightningModule(L.LightningModule):
         """Weighted sum of the extra objectives (logged each under ``split/<name>/...``)."""
         total = None
         size = int(batch["row"].shape[0])
-        for name, objective in self.extra_objectives.items():
+        for name, objective in self.model.objectives.items():
             result = objective(self.model, batch, out)
             for key, value in result.items():
                 self.log(f"{split}/{name}/{key}", value, batch_size=size, on_step=False, on_epoch=True, sync_dist=split != "train")
@@ -106,7 +106,7 @@ class MultimodalLightningModule(L.LightningModule):
         out = self(batch)
         losses = self.losses(out, batch["labels"])
         loss = self.total_loss(losses) if losses else None
-        extra = self.objective_losses(batch, out, "train") if len(self.extra_objectives) else None
+        extra = self.objective_losses(batch, out, "train") if len(self.model.objectives) else None
         loss = extra if loss is None else (loss if extra is None else loss + extra)
         size = int(batch["row"].shape[0])
         self.log("train/loss", loss, prog_bar=True, batch_size=size, on_step=True, on_epoch=True)
@@ -120,7 +120,7 @@ class MultimodalLightningModule(L.LightningModule):
         losses = self.losses(out, batch["labels"])
         size = int(batch["row"].shape[0])
         total = self.total_loss(losses) if losses else None
-        if len(self.extra_objectives):
+        if len(self.model.objectives):
             extra = self.objective_losses(batch, out, split)
             total = extra if total is None else total + extra
         if total is not None:

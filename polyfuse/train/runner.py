@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from polyfuse.build import build_model, build_model_objectives, validate_config
+from polyfuse.build import build_model, objective_weights, validate_config
 from polyfuse.checkpoint import save_model_dir
 from polyfuse.config import Config
 from polyfuse.errors import CheckpointError, PolyfuseError
@@ -133,8 +133,7 @@ def run_training(
         load_matching_weights(model, config.init_from)
     if config.freeze:
         freeze(model, config.freeze)
-    objectives = build_model_objectives(config, model, specs)
-    module = MultimodalLightningModule(model, config.tasks, task_dims, cfg_train, objectives)
+    module = MultimodalLightningModule(model, config.tasks, task_dims, cfg_train, objective_weights(config))
     datamodule = MultimodalDataModule(prepared.datasets, Collator(pipeline), config.data, cfg_train.seed)
 
     has_valid = "valid" in prepared.datasets and len(prepared.datasets["valid"]) > 0
