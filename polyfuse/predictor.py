@@ -123,6 +123,7 @@ class Predictor:
         from polyfuse.evaluate.report import loader_factory
 
         config = self.config.copy()
+        config.data.augment.enabled = False
         if data is not None:
             config.data.dataset = None
             config.data.train = str(data)

@@ -1,0 +1,247 @@
+"""prepare_data: config -> fitted pipeline + one MultimodalDataset per split + the data report.
+
+Resolution order:
+
+1. ``data.dataset``: the built-in dataset's ``prepare()`` gives manifests, root, inputs
+   and tasks; the config's own values win where it sets them.
+2. Otherwise ``data.train`` (+ optional ``data.valid`` / ``data.test``) manifests; file
+   paths resolve against ``data.root`` or the manifest's folder.
+3. Splits not given as files are carved from train with ``data.split`` (seeded,
+   stratified by the first classification task unless told otherwise, group-aware).
+4. Empty ``data.inputs`` are inferred from the training manifest (task columns and the
+   split group column excluded).
+5. The pipeline is fitted on the training rows only, unless one is given (a saved model
+   evaluating new data reuses its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from polyfuse.config import Config, ConfigError, InputConfig
+from polyfuse.data.dataset import MultimodalDataset
+from polyfuse.data.pipeline import DataPipeline
+from polyfuse.data.report import DataReport, check_policy
+from polyfuse.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class PreparedData:
+    config: Config  # a copy with data.inputs and tasks filled in
+    pipeline: DataPipeline
+    datasets: dict[str, MultimodalDataset]  # the splits that exist
+    report: DataReport
+    root: Path
+
+
+@dataclass
+class _Table:
+    """Rows of one split and the file they come from (row numbers = ``frame.index``)."""
+
+    frame: pd.DataFrame
+    source: str
+
+
+def _builtin(config: Config) -> tuple[Config, dict[str, str | None], Path]:
+    """Fill manifests, root, inputs and tasks from the built-in dataset ``data.dataset``."""
+    import polyfuse.data  # noqa: F401  (registers the datasets)
+    from polyfuse.registry import DATASETS, RegistryError
+
+    name = config.data.dataset
+    assert name is not None
+    try:
+        entry = DATASETS.get(name)
+    except RegistryError as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
+    prepared = entry.factory(**dict(config.data.dataset_options))
+    raw = config.to_dict()
+    if not raw["data"]["inputs"]:
+        raw["data"]["inputs"] = dict(prepared.inputs)
+    if not raw["tasks"]:
+        raw["tasks"] = dict(prepared.tasks)
+    config = Config.from_dict(raw)
+    files = {
+        "train": str(prepared.train),
+        "valid": str(prepared.valid) if prepared.valid else None,
+        "test": str(prepared.test) if prepared.test else None,
+    }
+    root = Path(config.data.root) if config.data.root else Path(prepared.root)
+    return config, files, root
+
+
+def _read_tables(config: Config, files: dict[str, str | None], needed: Sequence[str]) -> dict[str, _Table]:
+    """Read the manifests and carve the missing splits out of train."""
+    from polyfuse.data.manifest import read_manifest
+    from polyfuse.data.splits import split_frame
+
+    train_file = files["train"]
+    assert train_file is not None
+    tables = {"train": _Table(read_manifest(train_file), train_file)}
+    for split in ("valid", "test"):
+        if files[split]:
+            tables[split] = _Table(read_manifest(files[split]), str(files[split]))
+    carve = [s for s in ("valid", "test") if s not in tables]
+    fractions = {s: getattr(config.data.split, s) if s in carve else 0.0 for s in ("valid", "test")}
+    if carve and any(fractions.values()):
+        train = tables["train"].frame
+        stratify = _stratify_column(config, train)
+        group = config.data.split.group
+        if group is not None and group not in train.columns:
+            raise DataError(
+                f"data.split.group: column {group!r} not in the manifest; columns present: {', '.join(map(str, train.columns))}",
+                file=train_file,
+            )
+        parts = split_frame(
+            train, valid=fractions["valid"], test=fractions["test"], seed=config.data.split.seed,
+            stratify=stratify, group=group,
+        )
+        tables["train"] = _Table(train.iloc[parts["train"]], train_file)
+        for split in carve:
+            if len(parts[split]):
+                tables[split] = _Table(train.iloc[parts[split]], train_file)
+    if config.data.max_rows is not None:
+        tables = {s: _Table(t.frame.iloc[: config.data.max_rows], t.source) for s, t in tables.items()}
+    return {s: t for s, t in tables.items() if s in needed or s == "train"}
+
+
+def _stratify_column(config: Config, train: pd.DataFrame) -> str | None:
+    stratify = config.data.split.stratify
+    if stratify == "auto":
+        return next((t.column for t in config.tasks.values() if t.type == "classification" and t.column in train.columns), None)
+    if stratify is not None and stratify not in train.columns:
+        raise ConfigError(
+            f"data.split.stratify: column {stratify!r} not in the manifest; allowed: auto, null, "
+            f"or one of {', '.join(map(str, train.columns))}"
+        )
+    return stratify
+
+
+def _check_task_columns(config: Config, tables: dict[str, _Table], reuse: bool) -> None:
+    """Every task column must exist (in every split table when evaluating with a given pipeline)."""
+    checked = tables.items() if reuse else [("train", tables["train"])]
+    for _, table in checked:
+        absent = [t.column for t in config.tasks.values() if t.column not in table.frame.columns]
+        if absent:
+            raise DataError(
+                f"task label column(s) {', '.join(map(repr, absent))} not in the manifest; "
+                f"columns present: {', '.join(map(str, table.frame.columns))}",
+                file=table.source,
+            )
+
+
+def _infer_inputs(config: Config, train: _Table, root: Path) -> dict[str, InputConfig]:
+    from polyfuse.data.schema import infer_schema
+
+    excluded = [t.column for t in config.tasks.values()]
+    if config.data.split.group:
+        excluded.append(config.data.split.group)
+    schema = infer_schema(
+        train.frame, root, labels=[c for c in excluded if c in train.frame.columns],
+        allow_outside_root=config.data.allow_outside_root,
+    )
+    inputs = {}
+    for name, entry in schema.inputs().items():
+        entry = dict(entry)
+        if entry.get("kind") == "tabular":
+            for key in ("numeric", "categorical"):
+                entry[key] = [c for c in entry.get(key, []) if c not in excluded]
+            if not entry.get("numeric") and not entry.get("categorical"):
+                continue
+        elif entry.get("column") in excluded:
+            continue
+        inputs[name] = InputConfig.parse(entry, f"data.inputs.{name}")
+    if not inputs:
+        raise DataError(
+            "no input columns found (every column is a label, an id, or ignored); set data.inputs in the config",
+            file=train.source,
+        )
+    return inputs
+
+
+def _select_inputs(config: Config) -> None:
+    """Keep only the inputs named in ``data.use`` (unimodal baselines, ablations)."""
+    use = config.data.use
+    if not use:
+        return
+    unknown = [name for name in use if name not in config.data.inputs]
+    if unknown:
+        raise ConfigError(
+            f"data.use: {unknown[0]!r} is not an input; inputs: {', '.join(config.data.inputs)}"
+        )
+    config.data.inputs = {name: config.data.inputs[name] for name in use}
+    config.model.encoders = {k: v for k, v in config.model.encoders.items() if k in use}
+
+
+def _pretrained_statistics(config: Config) -> None:
+    """Image/video inputs read by a pretrained encoder use its normalization unless the config sets one."""
+    from polyfuse.build import ensure_registered
+    from polyfuse.registry import ENCODERS
+
+    ensure_registered()
+    for name, inp in config.data.inputs.items():
+        comp = config.model.encoders.get(name)
+        if inp.kind not in ("image", "video") or comp is None or comp.name not in ENCODERS:
+            continue
+        meta = ENCODERS.get(comp.name).metadata
+        mean, std = meta.get("image_mean"), meta.get("image_std")
+        if mean is None or std is None or inp.options.get("mean") is not None or inp.options.get("std") is not None:
+            continue
+        inp.options["mean"], inp.options["std"] = [float(v) for v in mean], [float(v) for v in std]
+        if inp.options.get("channels") is None:
+            inp.options["channels"] = len(mean)
+
+
+def prepare_data(
+    config: Config,
+    *,
+    pipeline: DataPipeline | None = None,
+    splits: Sequence[str] = SPLITS,
+    progress: bool = True,
+) -> PreparedData:
+    """Read, split, infer, fit and scan: everything the trainer needs from ``config.data``."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ConfigError(f"splits: {unknown[0]!r} is not a split; allowed: {', '.join(SPLITS)}")
+    check_policy(config.data.missing)
+    config = config.copy()
+    if config.data.dataset:
+        config, files, root = _builtin(config)
+    elif config.data.train:
+        files = {"train": config.data.train, "valid": config.data.valid, "test": config.data.test}
+        root = Path(config.data.root) if config.data.root else Path(config.data.train).parent
+    else:
+        raise ConfigError("data: set data.dataset (a built-in name) or data.train (a manifest file)")
+    root = root.expanduser().resolve()
+    tables = _read_tables(config, files, splits)
+    _check_task_columns(config, tables, reuse=pipeline is not None)
+    if not config.data.inputs and pipeline is None:
+        config.data.inputs = _infer_inputs(config, tables["train"], root)
+    _select_inputs(config)
+    _pretrained_statistics(config)
+
+    report = DataReport()
+    if pipeline is None:
+        train = tables["train"]
+        pipeline = DataPipeline.fit(
+            config.data, config.tasks, train.frame, root=root, source=train.source, report=report, progress=progress,
+        )
+    datasets: dict[str, MultimodalDataset] = {}
+    for split in splits:
+        if split not in tables:
+            continue
+        table = tables[split]
+        datasets[split] = MultimodalDataset(
+            table.frame, pipeline, split=split, root=root, source=table.source, policy=config.data.missing,
+            report=report, augment=config.data.augment if split == "train" else None, seed=config.train.seed,
+            cache=config.data.cache, allow_outside_root=config.data.allow_outside_root,
+        ).scan(progress=progress)
+    return PreparedData(config=config, pipeline=pipeline, datasets=datasets, report=report, root=root)
+
+
+__all__ = ["PreparedData", "prepare_data"]

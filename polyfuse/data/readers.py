@@ -1,0 +1,533 @@
+"""Read the files a manifest names: images, audio, numeric arrays, video. Numpy only, no torch.
+
+Every reader takes a path or the file's bytes and raises ``DataError(reason)`` on a file
+it cannot use (zero bytes, truncated, corrupt, refused); the caller adds file/row/column.
+``probe_file`` checks a file quickly (headers, cheap decodes) for schema inference and
+``polyfuse data inspect``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import numpy as np
+
+from polyfuse.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
+ARRAY_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
+#: ``.gif`` is an image or a video (animated); ``.mp4``-like containers are recognized but
+#: not decoded here (no video codec library): convert them to frames or ``.npy``.
+VIDEO_SUFFIXES = (".gif", ".apng", ".mp4", ".avi", ".mov", ".mkv", ".webm")
+UNDECODABLE_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+DEFAULT_MAX_PIXELS = 50_000_000
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+_HIGH_BIT_GRAY = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
+_STREAMING_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # WAV data sizes written by streaming encoders
+_ESTIMATED_LENGTH_FORMATS = ("OGG", "MPEG")  # their frame count in the header may be an estimate
+VIDEO_MAX_PIXELS_FACTOR = 16  # a video may decode to at most this many times max_pixels in all
+
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_image(source: Path | bytes, *, channels: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image as uint8 [H, W, C] (C = ``channels``; None = 1 for grayscale files, else 3).
+
+    Pillow formats (EXIF orientation applied, transparency composited on white) or a
+    ``.npy`` array [H, W] / [H, W, C] (returned as float32). Images with more than
+    ``max_pixels`` pixels are refused from their header, before decoding.
+    """
+    _check_channels(channels)
+    if _is_npy(source):
+        array = _load_npy(source)
+        if array.ndim not in (2, 3):
+            raise DataError(f"expected an image array [H, W] or [H, W, C], got shape {tuple(array.shape)}")
+        array = _finite_float32(array if array.ndim == 3 else array[..., None])
+        _check_pixels(array.shape[1], array.shape[0], max_pixels)
+        return _convert_channels(array, channels)
+    from PIL import Image, ImageOps
+
+    handle = _handle(source)
+    try:
+        with _pillow_guard(), Image.open(handle) as image:
+            _check_pixels(*image.size, max_pixels)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _pil_to_array(image, channels)
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image refused as a possible decompression bomb ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means an unreadable file
+        raise DataError(_decode_reason("image", exc)) from None
+
+
+def _pil_to_array(image: Any, channels: int | None) -> np.ndarray:
+    """Pillow image -> uint8 [H, W, C]."""
+    from PIL import Image
+
+    if image.mode in _HIGH_BIT_GRAY:
+        gray = _high_bit_to_uint8(np.asarray(image), image.mode)[..., None]
+        return gray if (channels or 1) == 1 else np.repeat(gray, 3, axis=2)
+    gray_like = image.mode in ("1", "L", "LA", "La")
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    target = channels or (1 if gray_like else 3)
+    array = np.array(image.convert("L" if target == 1 else "RGB"), dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _high_bit_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """16/32-bit integer or float grayscale -> uint8 (16-bit scaled by 1/257; floats in [0, 1] by 255)."""
+    values = array.astype(np.float64)
+    if mode == "F":
+        values = values * 255.0 if np.nanmax(values, initial=0.0) <= 1.0 else values
+    elif values.max(initial=0) > 255:
+        values = values / 257.0
+    return np.clip(np.nan_to_num(values), 0, 255).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def read_audio(source: Path | bytes, *, sample_rate: int, mono: bool = True) -> np.ndarray:
+    """Audio as float32 in [-1, 1] at ``sample_rate``: [S] when ``mono`` (channels averaged), else [C, S].
+
+    WAV/FLAC/OGG/MP3 through soundfile; resampled with a polyphase filter when the
+    file's rate differs. Truncated, corrupt, empty or non-finite audio raises DataError.
+    """
+    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    data, rate = _decode_audio(source)
+    signal = data.mean(axis=1) if mono else data.T  # [S] or [C, S]
+    if rate != sample_rate:
+        from scipy.signal import resample_poly
+
+        gcd = math.gcd(rate, sample_rate)
+        signal = resample_poly(signal, sample_rate // gcd, rate // gcd, axis=-1)
+    return np.clip(signal, -1.0, 1.0).astype(np.float32)
+
+
+def _decode_audio(source: Path | bytes) -> tuple[np.ndarray, int]:
+    """All samples as float32 [S, C] and the file's sample rate; DataError when unusable."""
+    import soundfile as sf
+
+    handle = _handle(source)
+    try:
+        with sf.SoundFile(handle) as audio:
+            declared, rate, log, container = audio.frames, audio.samplerate, audio.extra_info, audio.format
+            data = audio.read(dtype="float32", always_2d=True)
+    except Exception as exc:  # noqa: BLE001 - libsndfile errors, bad headers
+        raise DataError(_decode_reason("audio", exc)) from None
+    _check_wav_truncation(log)
+    if len(data) < declared and container not in _ESTIMATED_LENGTH_FORMATS:
+        raise DataError(f"truncated audio: only {len(data)} of {declared} samples could be decoded")
+    if len(data) == 0:
+        raise DataError("empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise DataError("audio holds NaN or infinite samples")
+    return data, int(rate)
+
+
+def _check_wav_truncation(log: str) -> None:
+    """libsndfile logs ``data : 32000 (should be 15978)`` when a WAV's data chunk is cut short."""
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log or "", flags=re.MULTILINE)
+    if match:
+        declared, actual = int(match.group(1)), int(match.group(2))
+        if declared > actual and declared not in _STREAMING_SIZES:
+            raise DataError(f"truncated audio: the header declares {declared} bytes of samples, the file holds {actual}")
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def read_array(source: Path | bytes) -> np.ndarray:
+    """A numeric array as float32: ``.npy`` (no pickles), ``.npz`` holding one array, or ``.csv``/``.txt`` numbers.
+
+    Text tables are read as [rows, columns] (a header line is skipped). Object arrays,
+    non-numeric dtypes, empty arrays and NaN/inf values raise DataError.
+    """
+    kind = _array_kind(source)
+    if kind == "npy":
+        array = _load_npy(source)
+    elif kind == "npz":
+        array = _load_npz(source)
+    else:
+        array = _load_text_table(source, delimiter="," if _suffix(source) == ".csv" else None)
+    return _finite_float32(array)
+
+
+def _load_npy(source: Path | bytes) -> np.ndarray:
+    try:
+        array = np.load(_handle(source), allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise DataError("object / pickled arrays are refused (loading them would unpickle untrusted data)") from None
+        raise DataError(_decode_reason(".npy array", exc)) from None
+    except Exception as exc:  # noqa: BLE001 - truncated headers, wrong magic
+        raise DataError(_decode_reason(".npy array", exc)) from None
+    if not isinstance(array, np.ndarray):
+        raise DataError("expected a .npy array, found an .npz archive")
+    return array
+
+
+def _load_npz(source: Path | bytes) -> np.ndarray:
+    try:
+        with np.load(_handle(source), allow_pickle=False) as archive:
+            names = list(archive.files)
+            if len(names) != 1:
+                raise DataError(f".npz holds {len(names)} arrays ({', '.join(names) or 'none'}); expected exactly one")
+            return archive[names[0]]
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise DataError("object / pickled arrays are refused (loading them would unpickle untrusted data)") from None
+        raise DataError(_decode_reason(".npz archive", exc)) from None
+    except Exception as exc:  # noqa: BLE001 - bad zip, truncated member
+        raise DataError(_decode_reason(".npz archive", exc)) from None
+
+
+def _load_text_table(source: Path | bytes, delimiter: str | None) -> np.ndarray:
+    raw = source if isinstance(source, (bytes, bytearray)) else _read_bytes(source)
+    if not raw:
+        raise DataError("empty file (0 bytes)")
+    try:
+        text = bytes(raw).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start})") from None
+    error: Exception | None = None
+    for skip in (0, 1):  # the second try skips a header line
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "input contained no data"
+                return np.loadtxt(io.StringIO(text), delimiter=delimiter, ndmin=2, skiprows=skip, dtype=np.float64)
+        except ValueError as exc:
+            error = error or exc
+    raise DataError(f"not a numeric table: {error}")
+
+
+def _finite_float32(array: np.ndarray) -> np.ndarray:
+    """float32 copy; DataError for non-numeric dtypes, empty arrays and NaN/inf values."""
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"array dtype {array.dtype} is not numeric")
+    if array.size == 0:
+        raise DataError(f"empty array (shape {tuple(array.shape)})")
+    with np.errstate(over="ignore"):
+        out = np.asarray(array, dtype=np.float32)
+    finite = np.isfinite(out)
+    if not finite.all():
+        bad = int(out.size - finite.sum())
+        raise DataError(f"array holds NaN or infinite values ({bad} of {out.size}, or values too large for float32)")
+    return out
+
+
+# --------------------------------------------------------------------------- video
+
+
+def read_video(
+    source: Path | bytes,
+    *,
+    channels: int | None = 3,
+    max_frames: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Frames [F, H, W, C]: uint8 from images (a folder of frames sorted by name, or an animated
+    GIF/APNG/TIFF/WebP), float32 (uint8 kept) from a ``.npy`` [F, H, W] / [F, H, W, C].
+
+    ``max_frames`` keeps the first frames only; ``channels`` None = 1 for grayscale, else 3.
+    """
+    _check_channels(channels)
+    if max_frames is not None and max_frames <= 0:
+        raise ValueError(f"max_frames must be positive, got {max_frames!r}")
+    if isinstance(source, Path) and source.is_dir():
+        return _read_frame_folder(source, channels, max_frames, max_pixels)
+    if _is_npy(source):
+        array = _load_npy(source)
+        if array.ndim not in (3, 4):
+            raise DataError(f"expected video frames [F, H, W] or [F, H, W, C], got shape {tuple(array.shape)}")
+        array = array[:max_frames] if max_frames else array
+        array = array if array.ndim == 4 else array[..., None]
+        _check_pixels(array.shape[2], array.shape[1], max_pixels)
+        if array.dtype != np.uint8:
+            array = _finite_float32(array)
+        elif array.size == 0:
+            raise DataError("empty video (no frames)")
+        return _convert_channels(array, channels)
+    suffix = _suffix(source)
+    if suffix in UNDECODABLE_VIDEO_SUFFIXES:
+        raise DataError(
+            f"{suffix} video is not decoded by polyfuse (no codec library); convert it to a folder of frames "
+            f"(ffmpeg -i clip{suffix} frames/%05d.png) or a .npy array [F, H, W, C]"
+        )
+    return _read_animated(source, channels, max_frames, max_pixels)
+
+
+def _read_animated(source: Path | bytes, channels: int | None, max_frames: int | None, max_pixels: int) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    try:
+        with _pillow_guard(), Image.open(_handle(source)) as image:
+            _check_pixels(*image.size, max_pixels)
+            if channels is None:
+                channels = 1 if image.mode in ("1", "L", "LA", *_HIGH_BIT_GRAY) else 3
+            frames = []
+            for frame in ImageSequence.Iterator(image):
+                frames.append(_pil_to_array(frame.copy(), channels))
+                _check_video_pixels(len(frames), image.size, max_pixels)
+                if max_frames and len(frames) >= max_frames:
+                    break
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"video refused as a possible decompression bomb ({exc})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(_decode_reason("video", exc)) from None
+    return np.stack(frames)
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """Image files of a frame folder in natural name order (``f2.png`` before ``f10.png``)."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _read_frame_folder(folder: Path, channels: int | None, max_frames: int | None, max_pixels: int) -> np.ndarray:
+    files = frame_files(folder)
+    if not files:
+        raise DataError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in folder")
+    files = files[:max_frames] if max_frames else files
+    frames = []
+    for path in files:
+        if frames:
+            _check_video_pixels(len(frames) + 1, frames[0].shape[1::-1], max_pixels)
+        try:
+            frame = read_image(path, channels=channels, max_pixels=max_pixels)
+        except DataError as exc:
+            raise DataError(f"frame {path.name}: {exc.reason}") from None
+        if frames and frame.shape != frames[0].shape:
+            raise DataError(f"frame {path.name} is {_shape_text(frame)}, the first frame is {_shape_text(frames[0])}")
+        channels = channels or frame.shape[2]
+        frames.append(frame)
+    return np.stack(frames)
+
+
+# --------------------------------------------------------------------------- quick checks
+
+
+def probe_file(path: Path, role: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """Check that a file of ``role`` (image, audio, sequence, video) is readable; return a short description.
+
+    Cheaper than reading: .npy headers are checked against the file size, JPEGs are
+    decoded at reduced scale, audio is not resampled. Raises DataError like the readers.
+    """
+    if role == "image":
+        return _probe_image(path, max_pixels)
+    if role == "audio":
+        data, rate = _decode_audio(path)
+        return f"{rate} Hz, {data.shape[1]} ch"
+    if role == "video":
+        if path.is_dir():
+            files = frame_files(path)
+            if not files:
+                raise DataError(f"no frame images ({', '.join(IMAGE_SUFFIXES)}) in folder")
+            first = read_image(files[0], max_pixels=max_pixels)
+            return f"{_shape_text(first)} frames"
+        if _is_npy(path):
+            return _probe_npy(path)
+        frames = read_video(path, channels=None, max_pixels=max_pixels)
+        return f"{_shape_text(frames[0])} frames"
+    if role == "sequence":
+        if _array_kind(path) == "npy":
+            return _probe_npy(path)
+        array = read_array(path)
+        return f"array {tuple(array.shape)}"
+    raise ValueError(f"no file check for role {role!r}")
+
+
+def _probe_image(path: Path, max_pixels: int) -> str:
+    if _is_npy(path):
+        return _probe_npy(path)
+    from PIL import Image
+
+    try:
+        with _pillow_guard(), Image.open(path) as image:
+            width, height = image.size
+            _check_pixels(width, height, max_pixels)
+            mode = image.mode
+            if image.format == "JPEG":  # decode every byte, at 1/8 scale
+                image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
+            image.load()
+    except DataError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image refused as a possible decompression bomb ({exc})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(_decode_reason("image", exc)) from None
+    return f"{width}x{height} {mode}"
+
+
+def _probe_npy(path: Path) -> str:
+    """Shape and dtype from a .npy header; DataError for object dtypes and truncated data."""
+    fmt = np.lib.format
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError("empty file (0 bytes)")
+    try:
+        with open(path, "rb") as handle:
+            version = fmt.read_magic(handle)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _fortran, dtype = read_header(handle)
+            offset = handle.tell()
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(_decode_reason(".npy array", exc)) from None
+    if dtype.hasobject:
+        raise DataError("object / pickled arrays are refused (loading them would unpickle untrusted data)")
+    if dtype.kind not in "biuf":
+        raise DataError(f"array dtype {dtype} is not numeric")
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < expected:
+        raise DataError(f"truncated .npy: {size} bytes, the header needs {expected}")
+    if int(np.prod(shape, dtype=np.int64)) == 0:
+        raise DataError(f"empty array (shape {tuple(shape)})")
+    return f"array {tuple(shape)} {dtype}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _handle(source: Path | bytes) -> str | BinaryIO:
+    """A path string or a bytes stream for the decoders; DataError for zero-byte files and folders."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise DataError("empty file (0 bytes)")
+        return io.BytesIO(bytes(source))
+    path = Path(source)
+    try:
+        if path.is_dir():
+            raise DataError("is a folder, not a file")
+        if path.stat().st_size == 0:
+            raise DataError("empty file (0 bytes)")
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror or exc})") from None
+    return str(path)
+
+
+def _read_bytes(source: Path | bytes) -> bytes:
+    handle = _handle(source)
+    if isinstance(handle, str):
+        try:
+            return Path(handle).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read file ({exc.strerror or exc})") from None
+    return handle.read()
+
+
+def _head(source: Path | bytes, n: int = 8) -> bytes:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:n])
+    try:
+        with open(source, "rb") as handle:
+            return handle.read(n)
+    except OSError:
+        return b""
+
+
+def _suffix(source: Path | bytes) -> str:
+    return "" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).suffix.lower()
+
+
+def _is_npy(source: Path | bytes) -> bool:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source[:6]) == _NPY_MAGIC
+    return Path(source).suffix.lower() == ".npy"
+
+
+def _array_kind(source: Path | bytes) -> str:
+    """``npy``, ``npz`` or ``text``: from the suffix of a path, from the magic bytes of bytes."""
+    suffix = _suffix(source)
+    if suffix in (".npy", ".npz"):
+        return suffix[1:]
+    if suffix:
+        return "text"
+    head = _head(source)
+    return "npy" if head.startswith(_NPY_MAGIC) else "npz" if head.startswith(_ZIP_MAGIC) else "text"
+
+
+def _check_channels(channels: int | None) -> None:
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise DataError(
+            f"image is {width}x{height} = {width * height:,} pixels, more than max_pixels={max_pixels:,} "
+            "(refused before decoding: a possible decompression bomb)"
+        )
+
+
+def _check_video_pixels(frames: int, size: tuple[int, int], max_pixels: int) -> None:
+    total = frames * size[0] * size[1]
+    if total > VIDEO_MAX_PIXELS_FACTOR * max_pixels:
+        raise DataError(
+            f"video too large: {frames} frames of {size[0]}x{size[1]} exceed {VIDEO_MAX_PIXELS_FACTOR} x max_pixels "
+            f"({VIDEO_MAX_PIXELS_FACTOR * max_pixels:,} pixels); read fewer frames with max_frames"
+        )
+
+
+def _convert_channels(array: np.ndarray, channels: int | None) -> np.ndarray:
+    """[..., C] -> [..., channels]: luminance for 3/4 -> 1, repeat for 1 -> 3, alpha dropped."""
+    have = array.shape[-1]
+    if channels is None or have == channels:
+        return array
+    dtype = array.dtype
+    if channels == 1 and have in (3, 4):
+        gray = array[..., :3].astype(np.float64) @ _LUMA
+        out = gray.round() if dtype == np.uint8 else gray
+        return out[..., None].astype(dtype)
+    if channels == 1 and have == 2:  # gray + alpha
+        return array[..., :1]
+    if channels == 3 and have in (1, 2):
+        return np.repeat(array[..., :1], 3, axis=-1)
+    if channels == 3 and have == 4:
+        return array[..., :3]
+    raise DataError(f"array has {have} channels; cannot convert it to {channels}")
+
+
+@contextmanager
+def _pillow_guard() -> Iterator[None]:
+    """Pillow's own DecompressionBombWarning is silenced: ``max_pixels`` is the limit that counts."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _decode_reason(what: str, exc: Exception) -> str:
+    message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the given bytes", str(exc).strip()) or type(exc).__name__
+    if "truncated" in message.lower() or "eof" in message.lower() or isinstance(exc, EOFError):
+        return f"truncated or corrupt {what} ({message})"
+    return f"cannot decode {what} ({type(exc).__name__}: {message})"
+
+
+def _shape_text(frame: np.ndarray) -> str:
+    return f"{frame.shape[1]}x{frame.shape[0]}x{frame.shape[2]}"
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
