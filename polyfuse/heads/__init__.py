@@ -1,1 +1,6 @@
-"""Registered components; importing this package registers them."""
+"""Task heads; importing this package registers them in ``polyfuse.registry.HEADS``."""
+
+from polyfuse.heads.base import Head
+from polyfuse.heads.mlp import ClassificationHead, MLPHead, MultilabelHead, ProjectionHead, RegressionHead
+
+__all__ = ["ClassificationHead", "Head", "MLPHead", "MultilabelHead", "ProjectionHead", "RegressionHead"]
