@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from polyfuse.config import ComponentConfig, Config, ConfigError
+from polyfuse.config import ComponentConfig, Config, ConfigError, TaskConfig
+from polyfuse.data.targets import target_max_length, target_options
 from polyfuse.registry import ENCODERS, FUSIONS, HEADS, OBJECTIVES, PROCESSORS, Registry
 from polyfuse.types import INPUT_KINDS, InputSpec
 
@@ -23,8 +24,14 @@ DEFAULT_ENCODERS: dict[str, str] = {
 }
 
 #: Head and loss per task type.
-TASK_HEADS: dict[str, str] = {"classification": "classification", "regression": "regression", "multilabel": "multilabel"}
-TASK_LOSSES: dict[str, str] = {"classification": "cross_entropy", "regression": "mse", "multilabel": "bce"}
+TASK_HEADS: dict[str, str] = {
+    "classification": "classification", "regression": "regression", "multilabel": "multilabel",
+    "generation": "caption_decoder",
+}
+TASK_LOSSES: dict[str, str] = {
+    "classification": "cross_entropy", "regression": "mse", "multilabel": "bce",
+    "generation": "sequence_cross_entropy",
+}
 
 #: Arguments the builder supplies itself; a config may not set them.
 _INJECTED_ENCODER_ARGS = {
@@ -32,8 +39,8 @@ _INJECTED_ENCODER_ARGS = {
     "sample_rate", "num_samples", "feature_dim", "num_numeric", "cat_cardinalities",
 }
 _INJECTED_FUSION_ARGS = {"input_dims"}
-_INJECTED_HEAD_ARGS = {"in_dim", "out_dim"}
-_INJECTED_OBJECTIVE_ARGS = {"input_dims", "fusion_dim", "specs"}
+_INJECTED_HEAD_ARGS = {"in_dim", "out_dim", "max_length"}  # max_length: generation targets
+_INJECTED_OBJECTIVE_ARGS = {"input_dims", "fusion_dim", "specs", "objectives"}
 
 
 def ensure_registered() -> None:
@@ -99,6 +106,10 @@ def validate_config(config: Config) -> None:
     check_component(FUSIONS, config.model.fusion, "model.fusion", _INJECTED_FUSION_ARGS)
     for tname, task in config.tasks.items():
         path = f"tasks.{tname}"
+        try:
+            target_options(task)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}.{exc}") from None
         head = ComponentConfig(TASK_HEADS[task.type], task.head)
         check_component(HEADS, head, f"{path}.head", _INJECTED_HEAD_ARGS)
         loss = task.loss or TASK_LOSSES[task.type]
@@ -108,6 +119,9 @@ def validate_config(config: Config) -> None:
         check_component(OBJECTIVES, comp, f"objectives.{oname}", _INJECTED_OBJECTIVE_ARGS | {"weight"})
     if config.data.dataset is None and config.data.train is None:
         raise ConfigError("data: set data.dataset (a built-in name) or data.train (a manifest file)")
+    from polyfuse.train.init import check_finetune_options
+
+    check_finetune_options(config)
 
 
 def _call_with(factory: Any, offered: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
@@ -130,9 +144,15 @@ def build_fusion(comp: ComponentConfig, input_dims: dict[str, int], dim: int) ->
     return _call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
 
 
-def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int) -> nn.Module:
+def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int, **offered: Any) -> nn.Module:
+    """The head of a task type; ``offered`` are further injected values (e.g. ``max_length``)."""
     ensure_registered()
-    return _call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim}, params)
+    return _call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim, **offered}, params)
+
+
+def head_offers(task: TaskConfig) -> dict[str, Any]:
+    """Values injected into a task's head besides its widths: a generation head's ``max_length``."""
+    return {"max_length": target_max_length(task)} if task.type == "generation" else {}
 
 
 def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mapping[str, int]) -> nn.Module:
@@ -145,7 +165,7 @@ def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mappi
     input_dims = {name: enc.output_dim for name, enc in encoders.items()}
     fusion = build_fusion(config.model.fusion, input_dims, dim)
     heads = {
-        tname: build_head(task.type, task.head, fusion.output_dim, task_dims[tname])
+        tname: build_head(task.type, task.head, fusion.output_dim, task_dims[tname], **head_offers(task))
         for tname, task in config.tasks.items()
     }
     objectives = build_objectives(config, input_dims, getattr(fusion, "output_dim", None), specs)
@@ -163,15 +183,20 @@ def build_objectives(
 ) -> dict[str, nn.Module]:
     """Pretraining / auxiliary objectives of ``config.objectives`` (their ``weight`` is read by the trainer).
 
-    Each gets, by parameter name, ``input_dims`` (encoder widths), ``fusion_dim`` and ``specs``.
+    Each gets, by parameter name, ``input_dims`` (encoder widths), ``fusion_dim``, ``specs`` and
+    ``objectives`` (the ones listed before it, built; to read e.g. a contrastive space's width).
     Its forward is ``(model, batch, model_output) -> dict`` with a scalar ``"loss"``.
+    A ConfigError raised by a constructor is prefixed with its key path ``objectives.<name>.``.
     """
     ensure_registered()
-    offered = {"input_dims": dict(input_dims), "fusion_dim": fusion_dim, "specs": dict(specs)}
-    out = {}
+    out: dict[str, nn.Module] = {}
+    offered = {"input_dims": dict(input_dims), "fusion_dim": fusion_dim, "specs": dict(specs), "objectives": out}
     for name, comp in config.objectives.items():
         params = {k: v for k, v in comp.params.items() if k != "weight"}
-        out[name] = _call_with(OBJECTIVES.get(comp.name).factory, offered, params)
+        try:
+            out[name] = _call_with(OBJECTIVES.get(comp.name).factory, offered, params)
+        except ConfigError as exc:
+            raise ConfigError(f"objectives.{name}.{exc}") from None
     return out
 
 

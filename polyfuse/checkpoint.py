@@ -34,6 +34,32 @@ HASHED_FILES = ("config.yaml", "model.json", "model.safetensors")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
+def hashed_files(directory: Path) -> list[str]:
+    """Files the COMPLETE marker records: the model files and every file of the saved pipeline."""
+    pipeline = directory / "pipeline"
+    if not pipeline.is_dir():
+        return list(HASHED_FILES)
+    return [*HASHED_FILES, *sorted(p.relative_to(directory).as_posix() for p in pipeline.rglob("*") if p.is_file())]
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; CheckpointError (never an unpickling attempt) for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head[:1] == b"\x80" or head == b"PK":
+        raise CheckpointError(
+            f"{path}: this is a pickle/zip (torch.save) file, not safetensors; polyfuse never unpickles weights "
+            "(a pickle can run code)"
+        )
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for damaged or foreign files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -96,7 +122,7 @@ def save_model_dir(
         pipeline.save(directory / "pipeline")
     if metrics is not None:
         write_metrics(directory, metrics)
-    hashes = {name: _sha256(directory / name) for name in HASHED_FILES}
+    hashes = {name: _sha256(directory / name) for name in hashed_files(directory)}
     atomic_write_bytes(marker, json.dumps({"sha256": hashes}, indent=2).encode("utf-8"))
     return directory
 
@@ -128,12 +154,17 @@ def verify_model_dir(directory: str | Path) -> Path:
         expected = json.loads(marker.read_text())["sha256"]
     except (ValueError, KeyError):
         raise CheckpointError(f"{directory}/{MARKER}: unreadable") from None
-    for name in HASHED_FILES:
+    recorded = [*HASHED_FILES, *(n for n in expected if n not in HASHED_FILES)]
+    for name in recorded:
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"{directory}: {name} is missing")
         if _sha256(path) != expected.get(name):
             raise CheckpointError(f"{directory}: {name} does not match its recorded checksum (changed or half written)")
+    if any(n.startswith("pipeline/") for n in expected):  # markers that record the pipeline: nothing may be added
+        added = [n for n in hashed_files(directory) if n not in expected]
+        if added:
+            raise CheckpointError(f"{directory}: {added[0]} was added after the checkpoint was completed")
     return directory
 
 
@@ -147,7 +178,7 @@ def load_model_dir(directory: str | Path, *, with_pipeline: bool = True) -> Load
     specs = {name: InputSpec.from_dict(d) for name, d in meta["specs"].items()}
     task_dims = {k: int(v) for k, v in meta["task_dims"].items()}
     model = build_model(config, specs, task_dims)
-    state = load_file(str(directory / "model.safetensors"))
+    state = read_weights(directory / "model.safetensors")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(

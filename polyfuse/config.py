@@ -129,6 +129,7 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True  # keep decoded rows in memory after the first epoch
     max_rows: int | None = None  # use only the first N rows of each split (quick runs, tests)
+    max_train_rows: int | None = None  # use only the first N TRAINING rows (few-label fine-tuning); valid/test kept
 
 
 @dataclass
@@ -141,12 +142,14 @@ class ModelConfig:
 @dataclass
 class TaskConfig:
     column: str
-    type: Literal["classification", "regression", "multilabel"] = "classification"
+    type: Literal["classification", "regression", "multilabel", "generation"] = "classification"
     weight: float = 1.0
-    loss: str | None = None  # default per type: cross_entropy / mse / bce
+    loss: str | None = None  # default per type: cross_entropy / mse / bce / sequence_cross_entropy
     head: dict[str, Any] = field(default_factory=dict)  # head constructor parameters
     classes: list[Any] | None = None  # fixed label vocabulary; default: fitted on train
     label_smoothing: float = 0.0
+    # generation: options of the text-target encoder (max_length, vocab_size, min_count, lowercase)
+    target: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +181,18 @@ class TrainConfig:
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int | None = None  # extra mid-epoch "last" checkpoints
     threads: int | None = None  # torch intra-op threads (None = torch default)
+    # fine-tuning: encoders frozen for the first N epochs, then trained; encoder lr decayed per depth
+    freeze_epochs: int = 0
+    layerwise_lr_decay: float | None = None  # e.g. 0.8: a block's lr = lr * decay ** (blocks above it)
+
+
+@dataclass
+class RetrievalConfig:
+    """Retrieval evaluation of runs with contrastive / translation objectives (recall@K, median rank)."""
+
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])
+    match: str | None = None  # manifest column: rows with equal values count as matches (default: the row's own pair)
+    max_rows: int | None = None  # evaluate on at most the first N rows of a split (None = all)
 
 
 @dataclass
@@ -188,6 +203,7 @@ class Config:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     objectives: dict[str, ComponentConfig] = field(default_factory=dict)  # pretraining / auxiliary losses
     train: TrainConfig = field(default_factory=TrainConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     init_from: str | None = None  # a checkpoint directory whose matching weights load first
     freeze: list[str] = field(default_factory=list)  # module name prefixes to freeze (e.g. "encoders.text")
     extra: dict[str, Any] = field(default_factory=dict)  # free space for recipes and tools

@@ -48,8 +48,14 @@ class MultimodalModel(nn.Module):
         present = {name: present[name].bool() for name in self.encoders}
         return features, self.fusion(features, present)
 
-    def apply_head(self, head: nn.Module, fused: FusionOutput) -> Tensor:
-        """A head on the fused features; decision-level fusions average it over branches."""
+    def apply_head(self, head: nn.Module, fused: FusionOutput, targets: Tensor | None = None) -> Tensor:
+        """A head on the fused features; decision-level fusions average it over branches.
+
+        A head with ``needs_fused = True`` (a text decoder) gets the whole FusionOutput and the
+        task's ``targets`` (teacher forcing in training; None = generate) instead.
+        """
+        if getattr(head, "needs_fused", False):
+            return head(fused, targets=targets)
         if fused.branches is None:
             return head(fused.pooled)
         outs = torch.stack([head(b) for b in fused.branches.values()], dim=1)  # [B, n, C]
@@ -59,8 +65,13 @@ class MultimodalModel(nn.Module):
         return (outs * weights.unsqueeze(-1).to(outs.dtype)).sum(dim=1)
 
     def forward(
-        self, inputs: Mapping[str, Mapping[str, Tensor]], present: Mapping[str, Tensor]
+        self,
+        inputs: Mapping[str, Mapping[str, Tensor]],
+        present: Mapping[str, Tensor],
+        targets: Mapping[str, Tensor] | None = None,
     ) -> ModelOutput:
+        """``targets`` (the batch's labels) reach only heads that read them (generation heads)."""
         features, fused = self.fuse(inputs, present)
-        outputs = {task: self.apply_head(head, fused) for task, head in self.heads.items()}
+        targets = targets or {}
+        outputs = {task: self.apply_head(head, fused, targets.get(task)) for task, head in self.heads.items()}
         return ModelOutput(outputs=outputs, fused=fused, features=features)

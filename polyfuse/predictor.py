@@ -73,7 +73,8 @@ class Predictor:
     ) -> pd.DataFrame:
         """Predict rows (DataFrame, dicts, or a manifest path). One output row per input row.
 
-        Columns: ``<task>`` (predicted label or value) and ``<task>:p:<class>`` (probabilities),
+        Columns: ``<task>`` (predicted label, value, or generated text) and ``<task>:p:<class>``
+        (probabilities; not for regression and generation),
         plus ``problems`` listing anything unreadable in that row (treated as missing).
         """
         frame, default_root = self._rows_frame(rows)
@@ -99,6 +100,11 @@ class Predictor:
                     col = np.full(len(chunk), np.nan)
                     col[rows_idx] = values.reshape(len(rows_idx), -1)[:, 0]
                     part[name] = col
+                elif task.type == "generation":  # generated ids -> text; None for dropped rows
+                    texts: list[str | None] = [None] * len(chunk)
+                    for r, text in zip(rows_idx, self.pipeline.labels[name].decode(values)):
+                        texts[int(r)] = text
+                    part[name] = texts
                 else:
                     classes = self.classes(name)
                     full = np.full((len(chunk), values.shape[1]), np.nan)
@@ -132,12 +138,24 @@ class Predictor:
             config.data.split.valid = 0.0
             config.data.split.test = 0.0
             config.data.root = None
+            config.data.max_train_rows = None  # a few-label fine-tuning run still evaluates every row given
             split = "train"
         prepared = prepare_data(config, pipeline=self.pipeline, splits=(split,), progress=False)
         dataset = prepared.datasets[split]
         preds = collect_predictions(self.model, loader_factory(dataset, Collator(self.pipeline), batch_size)(), config.tasks)
         types = {n: t.type for n, t in config.tasks.items()}
-        return {"rows": len(dataset), "metrics": summarize(types, preds.preds, preds.labels), "data_report": prepared.report.summary()}
+        result = {"rows": len(dataset), "metrics": summarize(types, preds.preds, preds.labels), "data_report": prepared.report.summary()}
+        # cross-modal retrieval of models with contrastive / translation objectives: {objective: {direction: ...}}
+        from polyfuse.retrieval.embed import evaluate_retrieval, split_groups
+
+        match = config.retrieval.match if config.retrieval.match in dataset.frame.columns else None
+        retrieval = evaluate_retrieval(
+            self.model, loader_factory(dataset, Collator(self.pipeline), batch_size),
+            ks=config.retrieval.ks, groups=split_groups(dataset, match),
+        )
+        if retrieval:
+            result["retrieval"] = retrieval
+        return result
 
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

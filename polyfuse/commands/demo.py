@@ -86,11 +86,12 @@ def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = Tru
     table = Table(title="reloaded fused model on test rows")
     for col in ("row", "true digit", "predicted", "probability"):
         table.add_column(col)
-    for i, r in shown.iterrows():
-        table.add_row(str(i), str(r["label"]), str(r["predicted"]), f"{r['p(predicted)']:.3f}")
+    records = list(zip(shown.index, shown["label"], shown["predicted"], shown["p(predicted)"]))
+    for i, true, pred, prob in records:
+        table.add_row(str(i), str(true), str(pred), f"{prob:.3f}")
     con.print(table)
     lines += ["Reloaded fused model (`polyfuse.load`) on the first test rows:", "", "| row | true | predicted | probability |", "|---|---|---|---|"]
-    lines += [f"| {i} | {r['label']} | {r['predicted']} | {r['p(predicted)']:.3f} |" for i, r in shown.iterrows()]
+    lines += [f"| {i} | {true} | {pred} | {prob:.3f} |" for i, true, pred, prob in records]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     con.print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} in {total:.0f} s")
     return metrics

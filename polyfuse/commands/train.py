@@ -137,6 +137,10 @@ def register(app: typer.Typer) -> None:
             for metric, value in values.items():
                 table.add_row(task, metric, f"{value:.4f}")
         console().print(table)
+        if result.get("retrieval"):
+            from polyfuse.commands.crossmodal import retrieval_table
+
+            console().print(retrieval_table(result["retrieval"], f"retrieval on {data or 'its test split'}"))
         problems = result.get("data_report", {}).get("total", 0)
         if problems:
             console().print(f"{problems} row problem(s): treated per the missing-data policy")
@@ -172,4 +176,8 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
             for metric, value in values.items():
                 table.add_row(split, task, metric, f"{value:.4f}")
     console().print(table)
+    if metrics.get("retrieval", {}).get("test"):
+        from polyfuse.commands.crossmodal import retrieval_table
+
+        console().print(retrieval_table(metrics["retrieval"]["test"], "retrieval (test split)"))
     console().print(f"report: {run_dir / 'report.md'}")

@@ -13,6 +13,7 @@ import pandas as pd
 
 from polyfuse.config import ConfigError, DataConfig, InputConfig, TaskConfig
 from polyfuse.data.labels import LabelEncoder
+from polyfuse.data.targets import TextTargetEncoder, encoder_from_state, has_vocabulary, make_encoder
 from polyfuse.data.processors.base import EMPTY, INVALID, Arrays, FitContext, Processor, RowContext
 from polyfuse.data.report import STAGE_INPUT, DataReport, Problem, check_policy
 from polyfuse.errors import CheckpointError, DataError
@@ -77,11 +78,11 @@ class DataPipeline:
     def __init__(
         self,
         processors: Mapping[str, Processor],
-        labels: Mapping[str, LabelEncoder],
+        labels: Mapping[str, LabelEncoder | TextTargetEncoder],
         kinds: Mapping[str, str] | None = None,
     ) -> None:
         self.processors: dict[str, Processor] = dict(processors)
-        self.labels: dict[str, LabelEncoder] = dict(labels)
+        self.labels: dict[str, LabelEncoder | TextTargetEncoder] = dict(labels)
         self.kinds = dict(kinds or {name: p.kind for name, p in self.processors.items()})
 
     # ------------------------------------------------------------------ fitting
@@ -115,7 +116,7 @@ class DataPipeline:
         labels = {}
         for tname, task in tasks.items():
             try:
-                labels[tname] = LabelEncoder(task.column, task.type, task.classes)
+                labels[tname] = make_encoder(task)
             except ConfigError as exc:
                 raise ConfigError(f"tasks.{tname}.{exc}") from None
         needed = {c: f"input {n!r}" for n, p in processors.items() for c in p.columns}
@@ -135,7 +136,7 @@ class DataPipeline:
             for tname, enc in labels.items():
                 enc.fit(train[enc.column])
         for tname, enc in labels.items():
-            if enc.type != "regression" and not enc.classes:
+            if not has_vocabulary(enc):
                 raise DataError(f"task {tname!r}: no labels in the training rows", file=source, column=enc.column)
         return cls(processors, labels, {n: inp.kind for n, inp in inputs.items()})
 
@@ -144,7 +145,7 @@ class DataPipeline:
         return {name: proc.spec(name) for name, proc in self.processors.items()}
 
     def task_dims(self) -> dict[str, int]:
-        """Head width per task: classes / 1 regression target / labels."""
+        """Head width per task: classes / 1 regression target / labels / target vocabulary (generation)."""
         return {name: enc.dim for name, enc in self.labels.items()}
 
     def classes(self, task: str) -> list[Any]:
@@ -267,7 +268,7 @@ class DataPipeline:
             proc.load_state_dict(entry.get("state", {}))
             proc.load_files(directory, name)
             processors[name], kinds[name] = proc, entry["kind"]
-        labels = {name: LabelEncoder.from_state(s) for name, s in state.get("tasks", {}).items()}
+        labels = {name: encoder_from_state(s) for name, s in state.get("tasks", {}).items()}
         return cls(processors, labels, kinds)
 
     def __repr__(self) -> str:

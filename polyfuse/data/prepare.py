@@ -63,7 +63,7 @@ def _builtin(config: Config) -> tuple[Config, dict[str, str | None], Path]:
     raw = config.to_dict()
     if not raw["data"]["inputs"]:
         raw["data"]["inputs"] = dict(prepared.inputs)
-    if not raw["tasks"]:
+    if not raw["tasks"] and not raw["objectives"]:  # objectives without tasks = pretraining: no labels
         raw["tasks"] = dict(prepared.tasks)
     config = Config.from_dict(raw)
     files = {
@@ -107,6 +107,8 @@ def _read_tables(config: Config, files: dict[str, str | None], needed: Sequence[
                 tables[split] = _Table(train.iloc[parts[split]], train_file)
     if config.data.max_rows is not None:
         tables = {s: _Table(t.frame.iloc[: config.data.max_rows], t.source) for s, t in tables.items()}
+    if config.data.max_train_rows is not None:  # few labelled rows for fine-tuning; valid/test stay whole
+        tables["train"] = _Table(tables["train"].frame.iloc[: config.data.max_train_rows], tables["train"].source)
     return {s: t for s, t in tables.items() if s in needed or s == "train"}
 
 
@@ -123,13 +125,33 @@ def _stratify_column(config: Config, train: pd.DataFrame) -> str | None:
 
 
 def _check_task_columns(config: Config, tables: dict[str, _Table], reuse: bool) -> None:
-    """Every task column must exist (in every split table when evaluating with a given pipeline)."""
-    checked = tables.items() if reuse else [("train", tables["train"])]
-    for _, table in checked:
+    """Every task column must exist in every split table (a valid/test manifest without it is a mistake)."""
+    for _, table in tables.items():
         absent = [t.column for t in config.tasks.values() if t.column not in table.frame.columns]
         if absent:
             raise DataError(
                 f"task label column(s) {', '.join(map(repr, absent))} not in the manifest; "
+                f"columns present: {', '.join(map(str, table.frame.columns))}",
+                file=table.source,
+            )
+
+
+def _check_input_columns(config: Config, pipeline: DataPipeline | None, tables: dict[str, _Table]) -> None:
+    """Every column the inputs read must exist in every table (else its rows would silently lack that input).
+
+    Checked before fitting, so that a bad validation manifest stops the run at once.
+    """
+    from polyfuse.data.pipeline import build_processor
+
+    if pipeline is not None:
+        needed = {c: name for name, proc in pipeline.processors.items() for c in proc.columns}
+    else:
+        needed = {c: name for name, inp in config.data.inputs.items() for c in build_processor(name, inp).columns}
+    for table in tables.values():
+        absent = [c for c in needed if c not in table.frame.columns]
+        if absent:
+            raise DataError(
+                f"column(s) {', '.join(f'{c!r} (input {needed[c]!r})' for c in absent)} not in the manifest; "
                 f"columns present: {', '.join(map(str, table.frame.columns))}",
                 file=table.source,
             )
@@ -193,6 +215,9 @@ def _pretrained_statistics(config: Config) -> None:
         if mean is None or std is None or inp.options.get("mean") is not None or inp.options.get("std") is not None:
             continue
         inp.options["mean"], inp.options["std"] = [float(v) for v in mean], [float(v) for v in std]
+        if inp.options.get("channels") == 1:  # grayscale, repeated to RGB by the encoder: one averaged value
+            inp.options["mean"] = [sum(inp.options["mean"]) / len(mean)]
+            inp.options["std"] = [sum(inp.options["std"]) / len(std)]
         if inp.options.get("channels") is None:
             inp.options["channels"] = len(mean)
 
@@ -225,6 +250,7 @@ def prepare_data(
     _select_inputs(config)
     _pretrained_statistics(config)
 
+    _check_input_columns(config, pipeline, tables)
     report = DataReport()
     if pipeline is None:
         train = tables["train"]

@@ -33,10 +33,16 @@ def load_text_model(folder: Path, config: Any) -> nn.Module:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
+    if not any(Path(folder).glob("*.safetensors")):
+        raise ConfigError(
+            f"model: {folder} has no .safetensors weights; polyfuse does not load pickled weights "
+            "(pytorch_model.bin: unpickling can run code). Convert them to safetensors first"
+        )
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(str(folder), config=config, local_files_only=True)
+        # safetensors only: a pickled pytorch_model.bin next to them is never read
+        model = AutoModel.from_pretrained(str(folder), config=config, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise MissingPackageError(f"text model in {folder} could not be loaded by transformers: {exc}") from None
     finally:

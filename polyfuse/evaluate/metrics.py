@@ -20,11 +20,16 @@ from polyfuse.train.module import labelled
 
 
 def task_metric_values(task_type: str, preds: Tensor, labels: Tensor) -> dict[str, float]:
-    """acc / f1 (macro) / auroc for classification; mae / rmse for regression; f1 / acc for multilabel."""
+    """acc / f1 (macro) / auroc for classification; mae / rmse for regression; f1 / acc for multilabel;
+    bleu1-4 / exact for generation (generated ids against target ids)."""
     keep = labelled(task_type, labels)
     preds, labels = preds[keep], labels[keep]
     if labels.numel() == 0:
         return {}
+    if task_type == "generation":
+        from polyfuse.generation.metrics import generation_scores
+
+        return generation_scores(preds, labels)
     if task_type == "classification":
         n = preds.shape[-1]
         labels = labels.long()

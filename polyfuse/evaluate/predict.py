@@ -31,6 +31,16 @@ def move(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def cat_rows(parts: list[Tensor]) -> Tensor:
+    """Concatenate batches along rows; [B, L] id batches of different widths (generation targets)
+    are right padded with 0 (PAD) to the widest first."""
+    widths = {p.shape[1] for p in parts if p.dim() == 2}
+    if len(widths) > 1:
+        width = max(widths)
+        parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+    return torch.cat(parts)
+
+
 @torch.no_grad()
 def collect_predictions(
     model: torch.nn.Module,
@@ -61,8 +71,8 @@ def collect_predictions(
             weights.append(out.fused.modality_weights.float().cpu())
             modalities = out.fused.modalities
     return Predictions(
-        preds={k: torch.cat(v) for k, v in preds.items() if v},
-        labels={k: torch.cat(v) for k, v in labels.items() if v},
+        preds={k: cat_rows(v) for k, v in preds.items() if v},
+        labels={k: cat_rows(v) for k, v in labels.items() if v},
         rows=torch.cat(rows) if rows else None,
         modality_weights=torch.cat(weights) if weights else None,
         modalities=modalities,

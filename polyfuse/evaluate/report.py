@@ -61,6 +61,17 @@ def evaluate_model(
                     path = plot_confusion(matrix, classes[name], out / f"confusion_{name}.png", f"{name} ({split})")
                     result["plots"][f"confusion_{name}"] = path.name
                     result.setdefault("confusion", {})[name] = matrix.tolist()
+                if task.type == "generation" and name in preds.labels:  # a few generated texts for the report
+                    from polyfuse.generation.metrics import generation_samples
+
+                    samples = generation_samples(preds.preds[name], preds.labels[name], list(classes.get(name, [])))
+                    result.setdefault("samples", {})[name] = samples
+    # cross-modal retrieval (runs with contrastive / translation objectives), over whole splits
+    from polyfuse.retrieval.embed import retrieval_for_splits
+
+    retrieval = retrieval_for_splits(model, config, datasets, collate, batch)
+    if retrieval:
+        result["retrieval"] = retrieval
     contrib = result.get("contribution")
     if contrib and contrib.get("without") and tasks:
         first, task = next(iter(tasks.items()))
@@ -107,6 +118,12 @@ def write_report(
             for metric, value in values.items():
                 lines.append(f"| {split} | {task} | {metric} | {value:.4f} |")
     lines.append("")
+    if evaluation.get("retrieval"):
+        lines += retrieval_lines(evaluation["retrieval"])
+    for task, samples in evaluation.get("samples", {}).items():
+        lines += [f"## Generated text: {task}", "", "| target | generated |", "|---|---|"]
+        lines += [f"| {row['target'].replace('|', '/')} | {row['generated'].replace('|', '/')} |" for row in samples]
+        lines.append("")
     contrib = evaluation.get("contribution")
     if contrib:
         lines += [f"## Modality contribution ({contrib.get('split', 'test')} split)", ""]
@@ -154,6 +171,31 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def retrieval_lines(retrieval: Mapping[str, Any]) -> list[str]:
+    """The ``## Retrieval`` section: recall@K and ranks per split, objective and direction."""
+    lines = ["## Retrieval", ""]
+    lines.append("Every query ranks all rows of the split by cosine similarity in the objective's space; "
+                 "R@K = fraction of queries whose match is in the top K (chance R@1 = matches / rows).")
+    lines.append("")
+    ks: list[str] = []
+    for per_objective in retrieval.values():
+        for per_direction in per_objective.values():
+            for values in per_direction.values():
+                ks += [k for k in values if k.startswith("R@") and k not in ks]
+    header = ["split", "objective", "direction", *ks, "median rank", "chance R@1", "queries"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for split, per_objective in retrieval.items():
+        for objective, per_direction in per_objective.items():
+            for direction, values in per_direction.items():
+                cells = [split, objective, direction.replace("->", " → ")]
+                cells += [f"{values.get(k, float('nan')):.3f}" for k in ks]
+                cells += [f"{values.get('median_rank', float('nan')):.1f}", f"{values.get('chance_R@1', float('nan')):.4f}",
+                          str(values.get("queries", "-"))]
+                lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def load_history(path: Path) -> list[dict[str, float]]:

@@ -13,6 +13,12 @@ from polyfuse.registry import FUSIONS
 from polyfuse.types import EncoderOutput, FusionOutput
 
 
+def token_spans(lengths: list[int], offset: int = 0) -> Tensor:
+    """[start, end) of each modality's tokens in a fused sequence: long [M, 2] (``extras["token_spans"]``)."""
+    ends = torch.tensor(lengths, dtype=torch.long).cumsum(0) + offset
+    return torch.stack([ends - torch.tensor(lengths, dtype=torch.long), ends], dim=1)
+
+
 def segment_sums(x: Tensor, lengths: list[int]) -> Tensor:
     """Sum the last axis of ``x`` [..., sum(lengths)] per consecutive segment -> [..., len(lengths)]."""
     return torch.stack([part.sum(dim=-1) for part in torch.split(x, lengths, dim=-1)], dim=-1)
@@ -107,6 +113,7 @@ class CrossAttentionFusion(Fusion):
             mask=all_mask,
             modality_weights=normalize_weights(received, p),
             modalities=self.modalities,
+            extras={"token_spans": token_spans(lengths)},
         )
 
 
@@ -158,4 +165,5 @@ class FusionInTransformer(Fusion):
             mask=mask,
             modality_weights=normalize_weights(received, p),
             modalities=self.modalities,
+            extras={"token_spans": token_spans([t.shape[1] for t in tokens], offset=1)},  # after CLS
         )

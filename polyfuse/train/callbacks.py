@@ -1,4 +1,4 @@
-"""Callbacks: RNG state in checkpoints (exact resume), metric history for curves."""
+"""Callbacks: checkpointing for exact resume, RNG state in checkpoints, metric history for curves."""
 
 from __future__ import annotations
 
@@ -10,6 +10,43 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+
+
+LAST = "last"
+BEST = "best"
+
+
+def checkpoint_callbacks(
+    dirpath: Path, monitor: str, mode: str, every_n_train_steps: int | None = None
+) -> tuple[L.pytorch.callbacks.ModelCheckpoint, list[L.pytorch.callbacks.ModelCheckpoint]]:
+    """(best, all): ``best.ckpt`` follows ``monitor``; ``last.ckpt`` is written at the end of EVERY epoch.
+
+    Both save at the very end of a training epoch (after validation and after every other
+    callback's ``on_train_epoch_end``, since Lightning runs checkpoint callbacks last), so
+    ``last.ckpt`` holds a finished epoch and a resumed run starts cleanly at the next one.
+    (Lightning's own ``save_last`` writes ``last.ckpt`` only when the monitored metric improves,
+    and at validation end, which Lightning counts as mid-epoch.) ``every_n_train_steps`` adds
+    mid-epoch ``last.ckpt`` saves.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = ModelCheckpoint(
+        dirpath=dirpath, filename=BEST, monitor=monitor, mode=mode, save_top_k=1, save_last=False,
+        enable_version_counter=False, save_on_train_epoch_end=True,
+    )
+    last = ModelCheckpoint(
+        dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, save_last=False, every_n_epochs=1,
+        enable_version_counter=False, save_on_train_epoch_end=True,
+    )
+    callbacks = [best, last]
+    if every_n_train_steps:
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, save_last=False,
+                every_n_train_steps=every_n_train_steps, enable_version_counter=False,
+            )
+        )
+    return best, callbacks
 
 
 class RNGStateCallback(L.Callback):
@@ -59,8 +96,9 @@ class MetricHistory(L.Callback):
             self.rows[-1].update(row)
         else:
             self.rows.append(row)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.rows, indent=1))
+        from polyfuse.train.safe_io import atomic_write_bytes
+
+        atomic_write_bytes(self.path, json.dumps(self.rows, indent=1).encode("utf-8"))  # whole even if killed mid-write
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer)

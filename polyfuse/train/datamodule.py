@@ -6,6 +6,7 @@ from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from polyfuse.config import DataConfig
@@ -24,6 +25,8 @@ class EpochSeededSampler(Sampler[int]):
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        # (epoch, indices to drop): the next pass over that epoch starts there (a resumed, interrupted epoch)
+        self.resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -33,12 +36,58 @@ class EpochSeededSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def generator(self) -> torch.Generator:
+        """A torch generator seeded by ``seed`` (for the DataLoader's worker seeds)."""
+        return torch.Generator().manual_seed(int(self.seed))
+
     def __iter__(self) -> Iterator[int]:
         n = len(self.dataset)
-        if not self.shuffle:
-            return iter(range(n))
-        rng = np.random.default_rng([self.seed, self.epoch])
-        return iter(rng.permutation(n).tolist())
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(n).tolist()
+        else:
+            order = list(range(n))
+        if self.resume_at is not None:
+            epoch, start = self.resume_at
+            self.resume_at = None
+            if epoch == self.epoch:
+                order = order[start:]
+        return iter(order)
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose place inside an epoch goes into checkpoints, for exact mid-epoch resume.
+
+    Lightning saves ``state_dict()`` with every checkpoint (a loader with ``state_dict`` /
+    ``load_state_dict`` is "resumable" to it) and, when it restarts inside an epoch, calls
+    ``load_state_dict`` before iterating again: the pass then skips the batches already
+    trained on, so the rest of the epoch sees the batches an uninterrupted run would.
+    Needs an ``EpochSeededSampler``; with another sampler (e.g. distributed) the epoch
+    restarts from its beginning, as Lightning does by default.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served = 0  # batches handed out in the current pass, counting skipped ones
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        sampler = self.sampler
+        skip = 0
+        if self._resume is not None and isinstance(sampler, EpochSeededSampler) and self.batch_size:
+            if self._resume["epoch"] == sampler.epoch:
+                skip = min(int(self._resume["batches"]), len(self))
+                sampler.resume_at = (sampler.epoch, skip * int(self.batch_size))
+        self._resume = None
+        self.served = skip
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches": int(self.served)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
 class MultimodalDataModule(L.LightningDataModule):
@@ -50,23 +99,44 @@ class MultimodalDataModule(L.LightningDataModule):
         self.collate_fn = collate_fn
         self.cfg = data
         self.seed = seed
+        self._train_loader: DataLoader | None = None
+        self._resume: dict[str, int] | None = None  # where the interrupted epoch stopped (from a checkpoint)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.datasets[split]
         batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
         workers = self.cfg.num_workers
-        return DataLoader(
+        sampler = EpochSeededSampler(dataset, self.seed, shuffle=train)
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
             batch_size=batch,
-            sampler=EpochSeededSampler(dataset, self.seed, shuffle=train),
+            sampler=sampler,
             collate_fn=self.collate_fn,
             num_workers=workers,
             persistent_workers=False,
             drop_last=False,
+            # each iterator draws its workers' base seed from this generator, not from torch's global
+            # RNG: otherwise every ``iter(loader)`` shifts the dropout stream, and a resumed run (which
+            # creates its iterators in another order) would train differently from an uninterrupted one
+            generator=sampler.generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        loader = self._loader("train", True)
+        if self._resume is not None:
+            loader.load_state_dict(self._resume)
+            self._resume = None
+        self._train_loader = loader
+        return loader
+
+    # Lightning saves these with every checkpoint and restores them before it builds the loaders
+    # (the loader's own state is restored too late: the optimizer's step count builds the loaders first)
+    def state_dict(self) -> dict[str, Any]:
+        loader = self._train_loader
+        return {"train": loader.state_dict()} if isinstance(loader, ResumableDataLoader) else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state["train"]) if state.get("train") else None
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("valid", False) if "valid" in self.datasets else []

@@ -18,11 +18,12 @@ MAIN_METRIC: dict[str, tuple[str, str]] = {
     "classification": ("acc", "max"),
     "multilabel": ("f1", "max"),
     "regression": ("mae", "min"),
+    "generation": ("bleu4", "max"),
 }
 
 
 def task_metrics(task_type: str, out_dim: int) -> MetricCollection:
-    """Metrics for one task: acc / f1 (macro) / auroc, or mae / rmse, or multilabel f1 / acc."""
+    """Metrics for one task: acc / f1 (macro) / auroc, or mae / rmse, or multilabel f1 / acc, or bleu1-4 / exact."""
     metrics: dict[str, nn.Module]
     if task_type == "classification":
         n = max(out_dim, 2)
@@ -38,6 +39,10 @@ def task_metrics(task_type: str, out_dim: int) -> MetricCollection:
             "f1": MultilabelF1Score(num_labels=out_dim, average="macro"),
             "acc": MultilabelAccuracy(num_labels=out_dim, average="micro"),
         }
+    elif task_type == "generation":
+        from polyfuse.generation.metrics import generation_metrics
+
+        return generation_metrics()
     else:  # pragma: no cover - config validation prevents it
         raise ValueError(f"unknown task type {task_type!r}")
     return MetricCollection(metrics)

@@ -12,12 +12,15 @@ from torch import Tensor, nn
 from polyfuse.build import build_objective
 from polyfuse.config import TaskConfig, TrainConfig
 from polyfuse.model import MultimodalModel
+from polyfuse.train.init import FreezeSchedule, parameter_groups
 from polyfuse.train.metrics import task_metrics
 from polyfuse.types import ModelOutput
 
 
 def task_predictions(task_type: str, outputs: Tensor) -> Tensor:
-    """Model outputs -> what metrics read: class probabilities, values, or label probabilities."""
+    """Model outputs -> what metrics read: class probabilities, values, label probabilities, or generated ids."""
+    if task_type == "generation":
+        return outputs
     if task_type == "classification":
         return outputs.float().softmax(dim=-1)
     if task_type == "multilabel":
@@ -29,6 +32,8 @@ def labelled(task_type: str, targets: Tensor) -> Tensor:
     """Bool [B]: rows that carry a label for this task."""
     if task_type == "classification":
         return targets != -100
+    if task_type == "generation":  # [B, L] target ids; a row without a target is all PAD (0)
+        return (targets != 0).any(dim=-1)
     if targets.dim() > 1:
         return ~torch.isnan(targets).any(dim=-1)
     return ~torch.isnan(targets)
@@ -67,10 +72,12 @@ class MultimodalLightningModule(L.LightningModule):
             }
         )
         self.total_steps: int | None = None
+        # fine-tuning: encoders frozen for the first train.freeze_epochs epochs (see polyfuse.train.init)
+        self.freeze_schedule = FreezeSchedule(model, train.freeze_epochs) if train.freeze_epochs > 0 else None
 
     # ------------------------------------------------------------------ forward / loss
     def forward(self, batch: Mapping[str, Any]) -> ModelOutput:
-        return self.model(batch["inputs"], batch["present"])
+        return self.model(batch["inputs"], batch["present"], targets=batch.get("labels"))
 
     def losses(self, out: ModelOutput, labels: Mapping[str, Tensor]) -> dict[str, Tensor]:
         result = {}
@@ -130,7 +137,10 @@ class MultimodalLightningModule(L.LightningModule):
             keep = labelled(task.type, target)
             if not bool(keep.any()):
                 continue
-            preds = task_predictions(task.type, out.outputs[name])
+            if task.type == "generation":  # out.outputs holds teacher-forced logits; greedy decoding is fast
+                preds = self.model.heads[name].generate(out.fused, beam_size=1)
+            else:
+                preds = task_predictions(task.type, out.outputs[name])
             self.metrics[split][name].update(preds[keep], target[keep].long() if task.type != "regression" else target[keep])
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
@@ -154,19 +164,33 @@ class MultimodalLightningModule(L.LightningModule):
         self._log_metrics("test")
 
     # ------------------------------------------------------------------ optimization
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_schedule is not None:
+            # toggling requires_grad skips the backward through frozen encoders; under DDP the
+            # reducer needs them on, so there gradients are dropped before each step instead
+            single = getattr(self.trainer, "world_size", 1) == 1
+            self.freeze_schedule.apply(self.current_epoch, toggle_grad=single)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self.freeze_schedule is not None and self.freeze_schedule.frozen(self.current_epoch):
+            self.freeze_schedule.drop_grads()
+
+    def _probe_inputs(self) -> Any:
+        """One training batch's inputs (on this device): layer-wise decay orders encoder blocks by data flow."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return None
+        from polyfuse.evaluate.predict import move
+
+        batch = next(iter(datamodule.train_dataloader()), None)
+        return None if batch is None else move(batch["inputs"], self.device)
+
     def configure_optimizers(self) -> Any:
         cfg = self.train_cfg
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            # no weight decay on biases, norms, embeddings and learned tokens
-            if param.dim() < 2 or "norm" in name.lower() or "embed" in name.lower() or "token" in name.lower():
-                no_decay.append(param)
-            else:
-                decay.append(param)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+        # no weight decay on biases, norms, embeddings, tokens; encoder lr decayed per depth when asked
+        probe = self._probe_inputs() if cfg.layerwise_lr_decay not in (None, 1.0) else None
+        groups = parameter_groups(self.model, cfg.weight_decay, cfg.lr, cfg.layerwise_lr_decay, probe)
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
         total = self.total_steps or max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg.warmup * total)
         schedule = lr_lambda(cfg.schedule, warmup, total)

@@ -19,7 +19,7 @@ from polyfuse.build import build_model, objective_weights, validate_config
 from polyfuse.checkpoint import save_model_dir
 from polyfuse.config import Config
 from polyfuse.errors import CheckpointError, PolyfuseError
-from polyfuse.train.callbacks import MetricHistory, RNGStateCallback
+from polyfuse.train.callbacks import MetricHistory, RNGStateCallback, checkpoint_callbacks
 from polyfuse.train.datamodule import MultimodalDataModule
 from polyfuse.train.metrics import default_monitor, monitor_mode
 from polyfuse.train.module import MultimodalLightningModule
@@ -74,6 +74,33 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+
+
+def check_resumable(out: Path) -> None:
+    """CheckpointError unless ``out`` holds what ``--resume`` needs: config.yaml, pipeline/ and a readable last.ckpt."""
+    last = out / "checkpoints" / LAST
+    if not last.is_file():
+        raise CheckpointError(f"{out}: nothing to resume (no checkpoints/{LAST}); start without --resume")
+    for name in ("config.yaml", "pipeline"):
+        if not (out / name).exists():
+            raise CheckpointError(
+                f"{out}: cannot resume, {name} is missing from the run directory; start again with --overwrite"
+            )
+    try:
+        load_state(last)
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot resume: {exc}; start again with --overwrite") from None
+    for stale in last.parent.glob(".*.tmp-*"):  # left by a run killed while it wrote a checkpoint
+        stale.unlink(missing_ok=True)
+
+
+def _resume_version(logs: Path) -> str:
+    n = 1
+    while (logs / f"resume-{n}").exists():
+        n += 1
+    return f"resume-{n}"
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -100,12 +127,10 @@ def run_training(
     ckpt_dir = out / "checkpoints"
     pipeline = None
     if resume:
-        if not (ckpt_dir / LAST).is_file():
-            raise CheckpointError(f"{out}: nothing to resume (no checkpoints/{LAST}); start without --resume")
-        if (out / "config.yaml").is_file():
-            config = Config.from_yaml(out / "config.yaml")
-        if (out / "pipeline").is_dir():
-            pipeline = DataPipeline.load(out / "pipeline")
+        check_resumable(out)
+        # the run's own config and fitted pipeline: a refit could differ, and the weights expect these
+        config = Config.from_yaml(out / "config.yaml")
+        pipeline = DataPipeline.load(out / "pipeline")
     elif ckpt_dir.exists():
         if not overwrite:
             raise PolyfuseError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
@@ -139,14 +164,10 @@ def run_training(
     has_valid = "valid" in prepared.datasets and len(prepared.datasets["valid"]) > 0
     monitor = cfg_train.monitor or (default_monitor(config.tasks)[0] if has_valid else "train/loss_epoch")
     mode = monitor_mode(monitor)
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True, save_top_k=1,
-        every_n_train_steps=cfg_train.checkpoint_every_n_steps, enable_version_counter=False,
-        save_on_train_epoch_end=not has_valid,
-    )
+    checkpoint, checkpointing = checkpoint_callbacks(ckpt_dir, monitor, mode, cfg_train.checkpoint_every_n_steps)
     sync = ParameterSyncCheck()
     history = MetricHistory(out / "history.json")
-    callbacks: list[L.Callback] = [checkpoint, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
+    callbacks: list[L.Callback] = [*checkpointing, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
     if cfg_train.early_stopping.patience is not None:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
@@ -155,7 +176,8 @@ def run_training(
             )
         )
     loggers = [
-        L.pytorch.loggers.CSVLogger(out, name="logs", version=""),
+        # Lightning's CSV logger deletes an existing metrics.csv: a resumed run logs into logs/resume-<n>/
+        L.pytorch.loggers.CSVLogger(out, name="logs", version=_resume_version(out / "logs") if resume else ""),
         L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False),
     ]
     trainer = L.Trainer(
@@ -209,6 +231,8 @@ def run_training(
     }
     if "contribution" in evaluation:
         metrics["contribution"] = evaluation["contribution"]
+    if "retrieval" in evaluation:  # contrastive / translation objectives: {split: {objective: {direction: ...}}}
+        metrics["retrieval"] = evaluation["retrieval"]
     if sync.in_sync is not None and len(sync.checksums) > 1:
         metrics["ranks_in_sync"] = sync.in_sync
         metrics["world_size"] = len(sync.checksums)

@@ -116,15 +116,17 @@ def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head[:2] == b"\x80\x02" or head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(f"{path}: this is a pickle/zip file, which polyfuse never loads (it could run code)")
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
+        # a safetensors file starts with its header length, whose first byte may be 0x80 or "PK":
+        # the pickle/zip signatures are only looked at once the file is known not to be safetensors
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if head[:2] == b"\x80\x02" or head[:2] == b"PK" or head[:1] == b"\x80":
+            raise CheckpointError(f"{path}: this is a pickle/zip file, which polyfuse never loads (it could run code)") from None
         raise CheckpointError(f"{path}: not a readable polyfuse checkpoint ({exc})") from None
     if meta.get(_FORMAT_KEY) != _FORMAT:
         raise CheckpointError(f"{path}: not a polyfuse training-state checkpoint")

@@ -14,6 +14,10 @@ from polyfuse.registry import PROCESSORS
 from polyfuse.types import InputSpec
 
 IMPUTED = "number imputed"
+#: Larger magnitudes do not fit float32: such cells are imputed like non-numbers.
+LARGEST = float(np.finfo(np.float32).max)
+#: Standardized values are clipped to +-CLIP: a z-score beyond it is a data error, and would overflow the model.
+CLIP = 1e4
 
 
 def parse_number(value: Any) -> tuple[float | None, str | None]:
@@ -36,6 +40,8 @@ def parse_number(value: Any) -> tuple[float | None, str | None]:
         return None, "missing number"
     if math.isinf(number):
         return None, "infinite value"
+    if abs(number) > LARGEST:
+        return None, f"value {number:g} too large (beyond float32)"
     return number, None
 
 
@@ -51,9 +57,10 @@ def category_key(value: Any) -> str:
 
 
 def numeric_column(series: pd.Series) -> np.ndarray:
-    """float64 values with NaN for missing, non-numeric and infinite cells."""
+    """float64 values with NaN for missing, non-numeric, infinite and beyond-float32 cells."""
     values = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(copy=True)
-    values[~np.isfinite(values)] = np.nan
+    with np.errstate(invalid="ignore"):
+        values[~np.isfinite(values) | (np.abs(values) > LARGEST)] = np.nan
     return values
 
 
@@ -61,10 +68,10 @@ def numeric_column(series: pd.Series) -> np.ndarray:
 class TabularProcessor(Processor):
     """Numbers and categories of a row.
 
-    Numeric: missing / non-numeric / infinite cells are imputed with the training median
-    (and recorded in the data report); each column that had missing values in training
-    also gets a 0/1 missing-indicator column; values are standardized with the training
-    mean/std. Categorical: vocabulary of the training values seen at least
+    Numeric: missing / non-numeric / infinite (or beyond float32) cells are imputed with the
+    training median (and recorded in the data report); each column that had missing values in
+    training also gets a 0/1 missing-indicator column; values are standardized with the training
+    mean/std and clipped to +-CLIP. Categorical: vocabulary of the training values seen at least
     ``min_frequency`` times; id 0 = unknown or missing. A row is missing as a whole only
     when every cell is empty.
     """
@@ -131,7 +138,7 @@ class TabularProcessor(Processor):
                 missing.add(column)
                 number = self.median[column]
                 ctx.note(column, f"{problem}; imputed with the training median {number:g}", IMPUTED)
-            numbers[i] = (number - self.mean[column]) / self.std[column]
+            numbers[i] = min(max((number - self.mean[column]) / self.std[column], -CLIP), CLIP)
         for j, column in enumerate(self.indicators):
             numbers[len(self.numeric) + j] = 1.0 if column in missing else 0.0
         categories = np.array(

