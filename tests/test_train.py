@@ -85,7 +85,7 @@ def test_cli_train_from_a_user_table_then_eval_and_predict(tmp_path, avmnist):
     rows = pd.read_csv(avmnist.train).head(120)
     rows["audio"] = [str(avmnist.root / p) for p in rows["audio"]]
     rows["image"] = [str(avmnist.root / p) for p in rows["image"]]
-    rows["note"] = ["spoken " + str(v) if i % 3 else "" for i, v in enumerate(rows["label"])]
+    rows["note"] = [f"a speaker says the digit {v}" if i % 3 else "" for i, v in enumerate(rows["label"])]
     table = tmp_path / "mine.csv"
     rows.drop(columns=["id"]).to_csv(table, index=False)
     out = tmp_path / "run"

@@ -209,7 +209,7 @@ class FreezeSchedule:
             p for n, p in model.named_parameters() if p.requires_grad and any(n.startswith(x) for x in self.prefixes)
         ]
         encoders = getattr(model, "encoders", None)
-        self.modules = list(encoders.values()) if encoders is not None and "encoders." in self.prefixes else []
+        self.modules = [encoders] if encoders is not None and "encoders." in self.prefixes else []
 
     def frozen(self, epoch: int) -> bool:
         return epoch < self.epochs
