@@ -39,16 +39,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'polyfuse' has no attribute {name!r}")
 
 
-def list_components() -> dict[str, list[str]]:
-    """Registered names per component kind."""
+def list_components() -> dict[str, Any]:
+    """Registered names: ``{"encoders": {input kind: [names]}, "fusions": [...], "heads": [...], ...}``.
+
+    Encoders are grouped by the input kind they read; ``timeseries`` repeats ``sequence`` (sensor and
+    time-series inputs are ``sequence`` inputs in configs).
+    """
     from polyfuse.build import ensure_registered
     from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+    from polyfuse.types import INPUT_KINDS
 
     ensure_registered()
     import polyfuse.data  # noqa: F401
 
+    encoders: dict[str, list[str]] = {kind: [] for kind in INPUT_KINDS}
+    for name, entry in ENCODERS.items():
+        for kind in entry.metadata.get("modalities", ()):
+            encoders.setdefault(kind, []).append(name)
+    encoders["timeseries"] = list(encoders.get("sequence", []))
     return {
-        "encoders": ENCODERS.names(),
+        "encoders": {kind: sorted(names) for kind, names in encoders.items()},
         "fusions": FUSIONS.names(),
         "heads": HEADS.names(),
         "objectives": OBJECTIVES.names(),

@@ -47,16 +47,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    if head[:1] == b"\x80" or head == b"PK":
-        raise CheckpointError(
-            f"{path}: this is a pickle/zip (torch.save) file, not safetensors; polyfuse never unpickles weights "
-            "(a pickle can run code)"
-        )
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises several types for damaged or foreign files
+        # a safetensors file starts with its header length, whose first byte may be 0x80 or "PK":
+        # the pickle/zip signatures are only looked at once the file is known not to be safetensors
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:1] == b"\x80" or head == b"PK":
+            raise CheckpointError(
+                f"{path}: this is a pickle/zip (torch.save) file, not safetensors; polyfuse never unpickles weights "
+                "(a pickle can run code)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
 
 

@@ -126,6 +126,13 @@ def test_recipes_and_components_listings():
     names = {r["name"] for r in json.loads(res.stdout)}
     assert {"avmnist-fused", "avmnist-audio", "avmnist-image"} <= names
     res = runner.invoke(app, ["components", "--json"])
+    listing = json.loads(res.stdout)
+    assert listing == polyfuse.list_components()
+    assert len(listing["fusions"]) >= 12 and "fit" in listing["fusions"] and "classification" in listing["heads"]
+    for kind in ("image", "text", "audio", "tabular", "timeseries", "video"):
+        assert listing["encoders"][kind], kind
+    assert "vit" in listing["encoders"]["image"] and "sequence_rnn" in listing["encoders"]["timeseries"]
+    res = runner.invoke(app, ["components", "--json", "--details"])
     kinds = {(r["kind"], r["name"]) for r in json.loads(res.stdout)}
     assert ("fusion", "fit") in kinds and ("encoder", "vit") in kinds
 

@@ -36,8 +36,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("components")
     @user_errors
-    def components(as_json: bool = typer.Option(False, "--json", help="Print JSON only.")) -> None:
-        """List registered encoders, fusions, heads, objectives and datasets."""
+    def components(
+        as_json: bool = typer.Option(False, "--json", help="Print JSON only: {encoders: {kind: [...]}, fusions, heads, ...}."),
+        details: bool = typer.Option(False, "--details", help="With --json: one record per component (parameters, help)."),
+    ) -> None:
+        """List registered encoders (per input kind), fusions, heads, objectives and datasets."""
         from polyfuse.build import ensure_registered
         from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
 
@@ -52,7 +55,9 @@ def register(app: typer.Typer) -> None:
                 mods = entry.metadata.get("modalities", ())
                 rows.append({"kind": kind, "name": name, "modalities": list(mods), "parameters": params, "help": entry.help})
         if as_json:
-            print_json(rows)
+            from polyfuse import list_components
+
+            print_json(rows if details else list_components())
             return
         from rich.table import Table
 

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from polyfuse import __version__
 from polyfuse.deploy.rows import FILE_KINDS
@@ -202,7 +203,10 @@ def check_value(spec: FieldSpec, value: Any, max_file: int) -> Any:
             except ValueError:
                 raise RequestError(422, f"field {name!r}: expected a number, got {value[:80]!r}", name) from None
         else:
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # a JSON integer beyond float range
+                raise RequestError(422, f"field {name!r}: number out of range", name) from None
         if math.isinf(number):
             raise RequestError(422, f"field {name!r}: infinite value", name)
         return number
@@ -247,7 +251,7 @@ async def read_json(request: Request, fields: Mapping[str, FieldSpec], max_file:
     body = await request.body()
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
         raise RequestError(400, f"the body is not valid JSON ({exc})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), dict):
         raise RequestError(422, "expected a JSON object {\"inputs\": {field: value, ...}}", "inputs")
@@ -387,6 +391,10 @@ def create_app(
     @app.exception_handler(RequestError)
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
         return _error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, __: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # the client left before its body ended: not a server error (nginx's 499)
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:

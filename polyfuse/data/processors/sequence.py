@@ -37,7 +37,7 @@ def inline_frames(value: Any) -> np.ndarray | None:
             if len(value) and isinstance(value[0], (list, tuple, np.ndarray)):
                 return np.stack([np.asarray(v, dtype=np.float32) for v in value])
             return np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise DataError(f"inline sequence is not a rectangular list of numbers ({exc})") from None
     return None
 

@@ -1,0 +1,30 @@
+"""`polyfuse demo` end to end on a small slice of AV-MNIST: three runs, comparison, reload, predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from polyfuse.cli import app
+
+
+def test_demo_trains_three_models_and_reloads_the_fused_one(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--no-progress", "data.max_rows=160", "train.epochs=2", "model.dim=16"],
+        env={"COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"audio", "image", "fused", "details", "total_seconds"}
+    for key in ("audio", "image", "fused"):
+        assert 0.0 <= metrics[key] <= 1.0
+        assert metrics[key] == metrics["details"][key]["test"]["digit"]["acc"]
+        assert (out / key / "COMPLETE").is_file() and (out / key / "report.md").is_file()
+    assert metrics["details"]["audio"]["parameters"] < metrics["details"]["fused"]["parameters"]
+    report = (out / "report.md").read_text()
+    assert "| fused (`avmnist-fused`) |" in report and "without audio" in report
+    assert "Reloaded fused model" in report and report.count("\n| ") >= 3 + 2 + 8
+    assert "which modality matters" in res.output
