@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-import polyfuse
 from polyfuse.cli import app
 from polyfuse.deploy.bench import ENGINES, Engine, markdown_table, time_engines
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny AV-MNIST model per session, shared by the deploy test files."""
-    run = tmp_path_factory.getbasetemp() / "deploy-tiny-avmnist"
-    if not (run / "COMPLETE").is_file():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            polyfuse.fit("tiny-avmnist", out=run, overwrite=True, overrides=["train.threads=1"])
-    return run
 
 
 def test_engines_take_turns_and_warmup_is_not_timed() -> None:
@@ -56,8 +37,7 @@ def test_engines_take_turns_and_warmup_is_not_timed() -> None:
         assert 0 <= t["latency_p50_ms"] <= t["latency_p95_ms"] and t["throughput_rows_s"] > 0
 
 
-def test_bench_infer_json_has_every_field(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    run = tiny_run(tmp_path_factory)
+def test_bench_infer_json_has_every_field(run: Path, tmp_path: Path) -> None:
     table = tmp_path / "bench.md"
     result = runner.invoke(
         app, ["bench-infer", str(run), "--json", "--repeats", "3", "--threads", "1", "--out", str(table),

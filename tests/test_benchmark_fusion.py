@@ -35,14 +35,6 @@ def test_unknown_fusion_names_list_the_allowed_ones() -> None:
 
 
 @pytest.fixture(scope="module")
-def avmnist():  # noqa: ANN201
-    import polyfuse.data  # noqa: F401
-    from polyfuse.registry import DATASETS
-
-    return DATASETS.get("avmnist").factory()
-
-
-@pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench")
     config = load_recipe("tiny-avmnist").with_overrides(["train.epochs=2"])

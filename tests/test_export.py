@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,10 @@ from polyfuse.config import ComponentConfig
 from polyfuse.deploy.export import ExportError, export_checkpoint, export_model
 from polyfuse.deploy.onnx_predictor import OnnxPredictor
 from polyfuse.model import MultimodalModel
-from polyfuse.registry import DATASETS, ENCODERS, FUSIONS
+from polyfuse.registry import ENCODERS, FUSIONS
 from polyfuse.testing import example_spec, random_inputs
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 runner = CliRunner()
 DIM = 16
@@ -45,38 +46,6 @@ TASKS = {"label": "classification", "score": "regression", "tags": "multilabel"}
 
 
 # ----------------------------------------------------------------------------- shared tiny trained model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny models gain nothing from more, and a shared machine loses a lot."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny AV-MNIST model per session, shared by the deploy test files."""
-    run = tmp_path_factory.getbasetemp() / "deploy-tiny-avmnist"
-    if not (run / "COMPLETE").is_file():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            polyfuse.fit("tiny-avmnist", out=run, overwrite=True, overrides=["train.threads=1"])
-    return run
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def avmnist():
-    import polyfuse.data  # noqa: F401
-
-    return DATASETS.get("avmnist").factory()
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,8 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from polyfuse.cli import app
-from polyfuse.registry import DATASETS
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def avmnist():  # noqa: ANN201
-    import polyfuse.data  # noqa: F401
-
-    return DATASETS.get("avmnist").factory()
 
 
 @pytest.fixture(scope="module")

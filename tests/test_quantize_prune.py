@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,30 +23,9 @@ from polyfuse.model import MultimodalModel
 from polyfuse.registry import DATASETS
 from polyfuse.testing import example_spec
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny AV-MNIST model per session, shared by the deploy test files."""
-    run = tmp_path_factory.getbasetemp() / "deploy-tiny-avmnist"
-    if not (run / "COMPLETE").is_file():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            polyfuse.fit("tiny-avmnist", out=run, overwrite=True, overrides=["train.threads=1"])
-    return run
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory)
 
 
 def invoke_json(args: list[str]) -> dict:

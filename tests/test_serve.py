@@ -8,7 +8,6 @@ import contextlib
 import socket
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -17,46 +16,16 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import uvicorn
 from fastapi.testclient import TestClient
 
 import polyfuse
-from polyfuse.registry import DATASETS
 from polyfuse.serve.app import create_app
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 MAX_BODY_MB = 0.25
 MAX_FILE_MB = 0.05
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny AV-MNIST model per session, shared by the deploy test files."""
-    run = tmp_path_factory.getbasetemp() / "deploy-tiny-avmnist"
-    if not (run / "COMPLETE").is_file():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            polyfuse.fit("tiny-avmnist", out=run, overwrite=True, overrides=["train.threads=1"])
-    return run
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def avmnist():
-    import polyfuse.data  # noqa: F401
-
-    return DATASETS.get("avmnist").factory()
 
 
 @pytest.fixture(scope="module")

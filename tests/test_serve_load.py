@@ -20,41 +20,21 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import polyfuse
-from polyfuse.registry import DATASETS
 from polyfuse.serve.app import MB, FieldSpec, RequestError, check_value, create_app
-from test_serve import assert_same, files_of, json_of, metric_value, serving, tiny_run  # tests/ is on sys.path
+from test_serve import assert_same, files_of, json_of, metric_value, serving  # tests/ is on sys.path
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 MAX_BODY_MB = 0.25
 MAX_FILE_MB = 0.05
 CLIENTS, REQUESTS = 8, 10
 FUZZ_KINDS = ("json_inputs", "json_any", "raw", "multipart", "urlencoded", "elsewhere")
 FUZZ_EXAMPLES = 20  # per kind: 120 requests in all
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def avmnist() -> Any:
-    import polyfuse.data  # noqa: F401
-
-    return DATASETS.get("avmnist").factory()
 
 
 @pytest.fixture(scope="module")

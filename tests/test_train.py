@@ -18,13 +18,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def avmnist():
-    import polyfuse.data  # noqa: F401
-
-    return DATASETS.get("avmnist").factory()
-
-
-@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
     result = polyfuse.fit("tiny-avmnist", out=out, overrides=["train.epochs=2"])
