@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,6 +34,16 @@ from pathlib import Path
 from typing import Any
 
 TARGET = 0.30
+
+
+def warn_if_busy() -> None:
+    """Other processes on the CPUs make multi-threaded torch ops stall (oversubscription): say so."""
+    import torch
+
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cpus and torch.get_num_threads() > 1:
+        print(f"warning: load average {load:.1f} on {cpus} CPUs with {torch.get_num_threads()} torch threads; "
+              "timings will be noisy (try --threads 1)", file=sys.stderr)
 
 
 def sync(device: Any) -> None:
@@ -111,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        warn_if_busy()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -239,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": TARGET,
         "pass": fraction >= TARGET,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                    "cpus": os.cpu_count(), "load_average": os.getloadavg(),
                     "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/bench_train_overhead.py                        # avmnist-fused, 4 epochs, 2 repeats
-    python benchmarks/bench_train_overhead.py --epochs 2 --repeats 1  # quick check
-    python benchmarks/bench_train_overhead.py --recipe tiny-avmnist --threads 1 -o train.epochs=3
+    python benchmarks/bench_train_overhead.py                        # avmnist-fused, 4 epochs, 3 repeats
+    python benchmarks/bench_train_overhead.py --epochs 3 --repeats 2 --threads 1  # quick check
+    python benchmarks/bench_train_overhead.py --recipe avmnist-hard-fused -o data.batch_size=32
 
 Both sides train the same model (``build_model`` on the same prepared data, same seed), with the
 same batch size, AdamW parameter groups, learning-rate schedule, gradient clipping and number of
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,6 +36,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 TARGET = 1.10
+
+
+def warn_if_busy() -> None:
+    """Other processes on the CPUs make multi-threaded torch ops stall (oversubscription): say so."""
+    import torch
+
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cpus and torch.get_num_threads() > 1:
+        print(f"warning: load average {load:.1f} on {cpus} CPUs with {torch.get_num_threads()} torch threads; "
+              "timings will be noisy (try --threads 1)", file=sys.stderr)
 
 
 def to_device(batch: Any, device: Any) -> Any:
@@ -159,30 +170,28 @@ def plain_run(prepared: Any, epochs: int, seed: int, threads: int | None) -> dic
     return {"epoch_seconds": seconds, "epoch_cpu_seconds": cpu, "train_seconds": sum(seconds), "valid_acc": accs}
 
 
-class EpochTimer:
-    """A Lightning callback: perf_counter at every train epoch start and at the end of training."""
+def epoch_timer() -> Any:
+    """A Lightning callback noting (wall, process CPU) time at every train epoch start and at the end of training."""
+    import lightning as L
 
-    def __new__(cls) -> Any:
-        import lightning as L
+    class EpochTimer(L.Callback):
+        def __init__(self) -> None:
+            self.marks: list[tuple[float, float]] = []  # (wall, process CPU)
+            self.end: tuple[float, float] | None = None
 
-        class _Timer(L.Callback):
-            def __init__(self) -> None:
-                self.marks: list[tuple[float, float]] = []  # (wall, process CPU)
-                self.end: tuple[float, float] | None = None
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            sync(pl_module.device)
+            self.marks.append((time.perf_counter(), time.process_time()))
 
-            def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-                sync(pl_module.device)
-                self.marks.append((time.perf_counter(), time.process_time()))
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            sync(pl_module.device)
+            self.end = (time.perf_counter(), time.process_time())
 
-            def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-                sync(pl_module.device)
-                self.end = (time.perf_counter(), time.process_time())
+        def epoch_seconds(self, which: int = 0) -> list[float]:
+            marks = self.marks + ([self.end] if self.end is not None else [])
+            return [b[which] - a[which] for a, b in zip(marks, marks[1:])]
 
-            def epoch_seconds(self, which: int = 0) -> list[float]:
-                marks = self.marks + ([self.end] if self.end is not None else [])
-                return [b[which] - a[which] for a, b in zip(marks, marks[1:])]
-
-        return _Timer()
+    return EpochTimer()
 
 
 def polyfuse_run(config: Any, epochs: int, task: str | None, keep: Path | None) -> dict[str, Any]:
@@ -190,7 +199,7 @@ def polyfuse_run(config: Any, epochs: int, task: str | None, keep: Path | None) 
     import polyfuse
     import polyfuse.train.runner as runner
 
-    timer = EpochTimer()
+    timer = epoch_timer()
     original = runner._progress_callbacks
     runner._progress_callbacks = lambda show: [*original(show), timer]
     try:
@@ -227,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default="avmnist-fused", help="recipe name or YAML path")
     parser.add_argument("-o", "--override", action="append", default=[], help="dotted override, e.g. data.batch_size=32")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (epochs 2..N are timed)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per side, interleaved")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side, interleaved")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (both sides)")
     parser.add_argument("--keep-run", type=Path, default=None, help="keep polyfuse's run directory here")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_train_overhead.md")
@@ -255,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    warn_if_busy()
     seed = config.train.seed
     task = next(iter(prepared.config.tasks), None)  # the built-in dataset's tasks are filled in by prepare_data
     runs: dict[str, list[dict[str, Any]]] = {"polyfuse": [], "plain": []}
@@ -337,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         "summary": stats,
         "fit_seconds_median": fit_s,
         "runs": runs,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                    "cpus": os.cpu_count(), "load_average": os.getloadavg()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown)

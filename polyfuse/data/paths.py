@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -44,7 +45,7 @@ def resolve_path(
     elif _URL.match(text):
         raise fail(f"{text!r}: URLs are not read; download the files and write local paths")
 
-    root = Path(root).resolve()
+    root = _resolved_root(os.path.abspath(root))  # absolute first: a relative root follows the cwd
     candidate = Path(text) if os.path.isabs(text) else root / text
     if not candidate.exists() and "\\" in text:  # a manifest written on Windows
         alternative = text.replace("\\", "/")
@@ -69,6 +70,12 @@ def resolve_path(
             raise fail(f"{text!r}: broken symlink (target {str(target)!r} does not exist)")
         raise fail(f"{text!r}: file not found (looked for {str(candidate)!r})")
     return candidate
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_root(root: str) -> Path:
+    """``root`` made absolute with symlinks resolved; cached, as every file of every row resolves against it."""
+    return Path(root).resolve()
 
 
 def _as_text(value: Any) -> str:

@@ -1,0 +1,287 @@
+"""Data loader throughput vs model training throughput, for every built-in dataset.
+
+Usage::
+
+    python benchmarks/bench_loader.py                                   # every built-in dataset, 30 batches each
+    python benchmarks/bench_loader.py --datasets avmnist easy-vqa --max-batches 5
+    python benchmarks/bench_loader.py --recipe easy-vqa-captions=easy-vqa-caption --threads 1
+
+For each dataset: its shipped recipe ``<name>`` or ``<name>-fused`` (``--recipe NAME=RECIPE`` picks
+another), else the default config ``{"data": {"dataset": name}}``; ``prepare_data`` on the train split
+(at most ``--max-rows`` rows, default ``--max-batches`` x the batch size, so that preparation stays
+bounded); then, over the same shuffled batches of the recipe's batch size:
+
+* loader, cold: a DataLoader with ``Collator(pipeline)`` over the train split with the row cache
+  switched off, so that every row is decoded from its files again (what the first pass and every
+  ``data.cache: false`` epoch cost; files are in the OS page cache after ``prepare_data``);
+* loader, warm: the same with the row cache ``prepare_data`` filled (every later epoch);
+  both include the training augmentation and collation, and go through ``--workers`` workers
+  (default: the recipe's ``data.num_workers``);
+* model: forward + loss + backward (+ gradient clipping) + AdamW step of ``build_model(...)`` on the
+  warm pass's pre-collated batches (the first ``--model-warmup`` untimed), with the recipe's task
+  losses and objectives (a config with neither trains on a stand-in loss, mean(pooled^2)).
+
+Throughputs are samples/s; the ratios loader/model (cold and warm) are measured within one run
+(target: >= 2, i.e. the loader never starves the model). A dataset whose files, fonts or packages are
+missing is skipped with the reason. Prints a markdown table and writes it with the JSON to ``--out``
+(default ``benchmarks/results/bench_loader.md`` and ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+TARGET = 2.0
+
+
+def warn_if_busy() -> None:
+    """Other processes on the CPUs make multi-threaded torch ops stall (oversubscription): say so."""
+    import torch
+
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cpus and torch.get_num_threads() > 1:
+        print(f"warning: load average {load:.1f} on {cpus} CPUs with {torch.get_num_threads()} torch threads; "
+              "timings will be noisy (try --threads 1)", file=sys.stderr)
+
+
+def pick_config(name: str, chosen: dict[str, str], overrides: list[str]) -> tuple[Any, str]:
+    from polyfuse.config import Config
+    from polyfuse.recipes import load_recipe, recipe_names
+
+    if name in chosen:
+        return load_recipe(chosen[name], overrides), chosen[name]
+    for candidate in (name, f"{name}-fused"):
+        if candidate in recipe_names():
+            return load_recipe(candidate, overrides), candidate
+    return Config.from_dict({"data": {"dataset": name}}).with_overrides(overrides), "(default config)"
+
+
+def loader_pass(dataset: Any, collate: Any, batch_size: int, workers: int, max_batches: int, seed: int,
+                keep: bool) -> tuple[float, int, list[Any]]:
+    """(seconds, rows, batches kept) of one shuffled pass of at most ``max_batches`` batches."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    kept: list[Any] = []
+    rows = 0
+    started = time.perf_counter()
+    for i, batch in enumerate(loader):
+        rows += int(batch["row"].shape[0])
+        if keep:
+            kept.append(batch)
+        if i + 1 >= max_batches:
+            break
+    return time.perf_counter() - started, rows, kept
+
+
+def model_throughput(prepared: Any, batches: list[Any], warmup: int, seed: int) -> dict[str, Any]:
+    """Samples/s of full training steps of the recipe's model on pre-collated batches."""
+    import torch
+
+    from polyfuse.build import build_model, objective_weights
+    from polyfuse.train.init import parameter_groups
+    from polyfuse.train.module import MultimodalLightningModule
+
+    config, pipeline = prepared.config, prepared.pipeline
+    torch.manual_seed(seed)
+    task_dims = pipeline.task_dims()
+    model = build_model(config, pipeline.specs(), task_dims)
+    module = MultimodalLightningModule(model, config.tasks, task_dims, config.train, objective_weights(config))
+    weights = module.extra_weights
+    params = parameter_groups(model, config.train.weight_decay, config.train.lr)
+    optimizer = torch.optim.AdamW(params, lr=config.train.lr)
+    trainable = [p for g in params for p in g["params"]]
+    stand_in = not config.tasks and not config.objectives
+    model.train()
+
+    def step(batch: Any) -> None:
+        out = model(batch["inputs"], batch["present"], targets=batch.get("labels"))
+        losses = module.losses(out, batch["labels"]) if config.tasks else {}
+        loss = module.total_loss(losses) if losses else None
+        for name, objective in model.objectives.items():
+            term = weights[name] * objective(model, batch, out)["loss"]
+            loss = term if loss is None else loss + term
+        if loss is None:  # nothing to learn in this config: a stand-in loss through encoders + fusion
+            loss = out.fused.pooled.float().pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(trainable, config.train.grad_clip)
+        optimizer.step()
+
+    warmup = min(warmup, len(batches) - 1)
+    for batch in batches[:warmup]:
+        step(batch)
+    timed = batches[warmup:]
+    started = time.perf_counter()
+    for batch in timed:
+        step(batch)
+    seconds = time.perf_counter() - started
+    rows = sum(int(b["row"].shape[0]) for b in timed)
+    return {
+        "seconds": seconds, "rows": rows, "batches": len(timed), "samples_per_s": rows / seconds,
+        "parameters": sum(p.numel() for p in model.parameters()), "stand_in_loss": stand_in,
+        "encoders": {n: type(e).__name__ for n, e in model.encoders.items()}, "fusion": type(model.fusion).__name__,
+    }
+
+
+def bench_one(name: str, args: argparse.Namespace, chosen: dict[str, str]) -> dict[str, Any]:
+    from polyfuse.data.collate import Collator
+    from polyfuse.data.prepare import prepare_data
+
+    base = ["train.progress=false", "data.cache=true", *args.override]
+    config, recipe = pick_config(name, chosen, base)
+    batch_size = config.data.batch_size
+    max_rows = args.max_rows if args.max_rows is not None else args.max_batches * batch_size
+    if max_rows:
+        config = config.with_overrides([f"data.max_rows={max_rows}"])
+    workers = config.data.num_workers if args.workers is None else args.workers
+    started = time.perf_counter()
+    prepared = prepare_data(config, splits=("train",), progress=False)
+    prepare_s = time.perf_counter() - started
+    train = prepared.datasets["train"]
+    train.set_epoch(0)
+    collate = Collator(prepared.pipeline)
+    seed = prepared.config.train.seed
+
+    train.cache = False  # cold: every row decoded from its files again
+    cold_s, cold_rows, _ = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=False)
+    train.cache = True  # warm: the rows prepare_data's scan cached
+    warm_s, warm_rows, batches = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=True)
+    model = model_throughput(prepared, batches, args.model_warmup, seed)
+    cold = cold_rows / cold_s
+    warm = warm_rows / warm_s
+    return {
+        "dataset": name,
+        "recipe": recipe,
+        "inputs": {n: i.kind for n, i in prepared.config.data.inputs.items()},
+        "tasks": list(prepared.config.tasks),
+        "objectives": list(prepared.config.objectives),
+        "train_rows": len(train),
+        "batch_size": batch_size,
+        "workers": workers,
+        "prepare_seconds": prepare_s,
+        "loader_cold": {"seconds": cold_s, "rows": cold_rows, "samples_per_s": cold},
+        "loader_warm": {"seconds": warm_s, "rows": warm_rows, "samples_per_s": warm},
+        "model": model,
+        "ratio_cold": cold / model["samples_per_s"],
+        "ratio_warm": warm / model["samples_per_s"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=None, help="built-in dataset names (default: all)")
+    parser.add_argument("--recipe", action="append", default=[], metavar="DATASET=RECIPE",
+                        help="use this recipe for that dataset")
+    parser.add_argument("-o", "--override", action="append", default=[], help="dotted override for every config")
+    parser.add_argument("--max-batches", type=int, default=30, help="batches per loader pass (and model steps)")
+    parser.add_argument("--max-rows", type=int, default=None,
+                        help="rows prepared per dataset (default: max-batches x batch size; 0 = all)")
+    parser.add_argument("--model-warmup", type=int, default=2, help="untimed model steps")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_loader.md")
+    args = parser.parse_args(argv)
+    if args.max_batches < 2:
+        parser.error("--max-batches must be >= 2 (one model step is a warm-up)")
+    chosen = {}
+    for item in args.recipe:
+        dataset, sep, recipe = item.partition("=")
+        if not sep:
+            parser.error(f"--recipe {item!r}: expected DATASET=RECIPE")
+        chosen[dataset] = recipe
+
+    import torch
+
+    from polyfuse.data.datasets import dataset_names, describe_dataset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warn_if_busy()
+    names = args.datasets or dataset_names()
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for name in names:
+        try:
+            info = describe_dataset(name)
+        except Exception as exc:  # unknown name
+            skipped.append({"dataset": name, "reason": str(exc)})
+            continue
+        if not info.get("installed", True) or info.get("error"):
+            reason = info.get("error") or "not installed: " + "; ".join(info.get("install") or [])
+            skipped.append({"dataset": name, "reason": reason})
+            print(f"{name}: skipped ({reason})", file=sys.stderr)
+            continue
+        print(f"{name}: ...", file=sys.stderr)
+        try:
+            result = bench_one(name, args, chosen)
+        except Exception as exc:  # a missing font / package / file shows up here too
+            reason = f"{type(exc).__name__}: {exc}"
+            skipped.append({"dataset": name, "reason": reason})
+            print(f"{name}: skipped ({reason})", file=sys.stderr)
+            if os.environ.get("BENCH_DEBUG"):
+                traceback.print_exc()
+            continue
+        results.append(result)
+        print(
+            f"{name}: loader cold {result['loader_cold']['samples_per_s']:.0f}/s, warm "
+            f"{result['loader_warm']['samples_per_s']:.0f}/s, model {result['model']['samples_per_s']:.0f}/s",
+            file=sys.stderr,
+        )
+
+    lines = [
+        "## Data loader vs model training throughput (samples/s)\n",
+        f"Up to {args.max_batches} batches per pass, torch threads {torch.get_num_threads()}; cold = row cache off "
+        "(rows decoded from files), warm = cached rows; model = forward + backward + AdamW on the warm batches. "
+        f"Target: loader / model >= {TARGET:g} (cold and warm).\n",
+        "| dataset | recipe | inputs | batch | rows | loader cold | loader warm | model | cold / model | warm / model | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ok = r["ratio_cold"] >= TARGET and r["ratio_warm"] >= TARGET
+        model_note = " (stand-in loss)" if r["model"]["stand_in_loss"] else ""
+        inputs = ", ".join(f"{n}:{k}" for n, k in r["inputs"].items())
+        lines.append(
+            f"| {r['dataset']} | {r['recipe']}{model_note} | {inputs} | {r['batch_size']} | {r['train_rows']} | "
+            f"{r['loader_cold']['samples_per_s']:.0f} | {r['loader_warm']['samples_per_s']:.0f} | "
+            f"{r['model']['samples_per_s']:.0f} | {r['ratio_cold']:.2f} | {r['ratio_warm']:.2f} | "
+            f"{'PASS' if ok else 'FAIL'} |"
+        )
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- {s['dataset']}: {s['reason']}" for s in skipped]
+    lines.append("")
+    markdown = "\n".join(lines)
+    print(markdown)
+    report = {
+        "benchmark": "loader",
+        "max_batches": args.max_batches,
+        "max_rows": args.max_rows,
+        "threads": torch.get_num_threads(),
+        "target": TARGET,
+        "results": results,
+        "skipped": skipped,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                    "cpus": os.cpu_count(), "load_average": os.getloadavg()},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
