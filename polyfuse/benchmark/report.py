@@ -88,11 +88,12 @@ def plot(board: Mapping[str, Any], path: Path) -> Path:
     colors = ["#999999" if r["kind"] == "unimodal" else ("#DD8452" if r["modality_dropout"] else "#4C72B0") for r in rows]
     ax.barh([r["key"] for r in rows], values, xerr=errors, color=colors, capsize=2)
     low = min(values) if values else 0.0
-    ax.set_xlim(max(0.0, low - 0.05 * max(abs(low), 1e-3) - 0.02), max(values + [1e-6]) * 1.01 + 0.005)
-    for i, v in enumerate(values):
-        ax.text(v, i, f" {v:.4f}", va="center", fontsize=7)
+    ax.set_xlim(max(0.0, low - 0.05 * max(abs(low), 1e-3) - 0.02), max(v + e for v, e in zip(values + [1e-6], errors + [0.0])) * 1.01 + 0.01)
+    for i, (v, e) in enumerate(zip(values, errors)):
+        ax.text(v + e, i, f"  {v:.4f}", va="center", fontsize=7)  # right of the error bar
     ax.set_xlabel(f"test {board['task']}/{board['metric']} (mean ± std, {board['seeds']} seeds)")
-    ax.set_title(f"{board['name']}: fusion strategies (grey: one input only)")
+    legend = "grey: one input only" + ("; orange: modality dropout" if board.get("modality_dropout") else "")
+    ax.set_title(f"{board['name']}: fusion strategies\n({legend})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
