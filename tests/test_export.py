@@ -4,7 +4,6 @@ checkpoint verified on real rows (with a modality missing), the CLI, and the tor
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,8 +123,7 @@ def test_dynamo_exporter_keeps_batch_and_length_dynamic(tmp_path: Path) -> None:
     assert shapes["x.values"][:2] == ["batch", "x.length"] and shapes["tab.numeric"][0] == "batch"
 
 
-@pytest.mark.skipif(not os.environ.get("POLYFUSE_SLOW"), reason="dynamo export of every pair takes minutes; set POLYFUSE_SLOW=1")
-@pytest.mark.slow
+@pytest.mark.slow  # the dynamo exporter on every pair: about 90 s on 2 cores (skip with -m "not slow")
 @pytest.mark.parametrize(("encoder", "fusion"), PAIRS, ids=[f"{e}+{f}" for e, f in PAIRS])
 def test_every_component_exports_with_the_default_exporter(encoder: str, fusion: str, tmp_path: Path) -> None:
     model, kinds, specs = tiny_model(encoder, fusion)
