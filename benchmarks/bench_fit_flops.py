@@ -24,26 +24,15 @@ matmuls (the same moments' load). Prints a markdown table and writes it with the
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import machine_info, warn_if_busy, write_results  # benchmarks/_common.py
+
 TARGET = 0.30
-
-
-def warn_if_busy() -> None:
-    """Other processes on the CPUs make multi-threaded torch ops stall (oversubscription): say so."""
-    import torch
-
-    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    if load > 0.5 * cpus and torch.get_num_threads() > 1:
-        print(f"warning: load average {load:.1f} on {cpus} CPUs with {torch.get_num_threads()} torch threads; "
-              "timings will be noisy (try --threads 1)", file=sys.stderr)
 
 
 def sync(device: Any) -> None:
@@ -251,14 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         "fraction_of_interleaved_mm": fraction_interleaved,
         "target": TARGET,
         "pass": fraction >= TARGET,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "load_average": os.getloadavg(),
-                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "machine": machine_info(cuda=torch.cuda.get_device_name(device) if device.type == "cuda" else None),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, markdown, report)
     return 0
 
 

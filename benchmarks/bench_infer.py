@@ -15,9 +15,10 @@ with the engines interleaved in every repeat; see ``polyfuse.deploy.bench``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from _common import write_results  # benchmarks/_common.py
 
 
 def trained(recipe: str, runs: Path) -> Path:
@@ -53,10 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     title = f"## Inference: {ckpt} ({report['metric'] or 'no metric'})\n\n"
     print(title + report["markdown"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(title + report["markdown"])
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, title + report["markdown"], report)
     return 0
 
 

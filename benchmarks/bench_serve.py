@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import platform
 import socket
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _common import write_results  # benchmarks/_common.py
 
 HOST = "127.0.0.1"
 RECIPE = "tiny-avmnist"
@@ -240,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["rows_per_forward_pass"]:
         markdown += f"\n{report['rows_per_forward_pass']:.2f} rows per forward pass (warm-up included).\n"
     print(markdown)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, markdown, report)
     return 0 if report["server_errors"] == 0 and report["transport_errors"] == 0 else 1
 
 

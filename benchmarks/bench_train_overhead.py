@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,17 +33,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from _common import machine_info, warn_if_busy, write_results  # benchmarks/_common.py
+
 TARGET = 1.10
-
-
-def warn_if_busy() -> None:
-    """Other processes on the CPUs make multi-threaded torch ops stall (oversubscription): say so."""
-    import torch
-
-    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
-    if load > 0.5 * cpus and torch.get_num_threads() > 1:
-        print(f"warning: load average {load:.1f} on {cpus} CPUs with {torch.get_num_threads()} torch threads; "
-              "timings will be noisy (try --threads 1)", file=sys.stderr)
 
 
 def to_device(batch: Any, device: Any) -> Any:
@@ -347,13 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         "summary": stats,
         "fit_seconds_median": fit_s,
         "runs": runs,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "load_average": os.getloadavg()},
+        "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}", file=sys.stderr)
+    write_results(args.out, markdown, report)
     return 0
 
 
