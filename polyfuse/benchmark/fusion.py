@@ -42,9 +42,7 @@ def probe(config: Config) -> Config:
 
     limit = config.data.max_rows or 64
     prepared = prepare_data(config.with_overrides([f"data.max_rows={min(64, limit)}"]), splits=("train",), progress=False)
-    resolved = prepared.config.with_overrides([])
-    resolved.data.max_rows = config.data.max_rows
-    return resolved
+    return prepared.config  # only its inputs and tasks are read; the runs train with ``config`` itself
 
 
 def input_names(config: Config) -> list[str]:
@@ -88,8 +86,6 @@ def resolve_fusions(spec: str) -> list[str]:
 
 def eager_latency_ms(run_dir: Path, repeats: int = LATENCY_REPEATS) -> float:
     """Median eager latency (ms) of the saved model at batch 1 on real test rows (model only, after warm-up)."""
-    import torch
-
     from polyfuse.deploy.bench import Engine, _sample_batches, time_engines
     from polyfuse.deploy.rows import checkpoint_rows, torch_predict_fn
     from polyfuse.predictor import Predictor
@@ -100,10 +96,8 @@ def eager_latency_ms(run_dir: Path, repeats: int = LATENCY_REPEATS) -> float:
     singles, large = _sample_batches(predictor.pipeline, rows)
     if not singles:
         return float("nan")
-    engine = Engine("eager", torch_predict_fn(predictor.model, tasks), 0)
-    with torch.inference_mode():
-        timing = time_engines([engine], singles, large, repeats=repeats)
-    return timing["eager"]["latency_p50_ms"]
+    engine = Engine("eager", torch_predict_fn(predictor.model, tasks), 0)  # runs under inference_mode itself
+    return time_engines([engine], singles, large, repeats=repeats)["eager"]["latency_p50_ms"]
 
 
 def main_metric_name(config: Config) -> tuple[str, str]:
