@@ -95,7 +95,7 @@ class SplitConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-split augmentation; off unless ``enabled``. Seeded by ``train.seed``."""
+    """Training-split augmentation; off unless ``enabled`` (``modality_dropout`` works on its own). Seeded by ``train.seed``."""
 
     enabled: bool = False
     image_crop: float = 0.0  # random resized crop: minimum area fraction kept (0 = off)
@@ -148,6 +148,11 @@ class TaskConfig:
     head: dict[str, Any] = field(default_factory=dict)  # head constructor parameters
     classes: list[Any] | None = None  # fixed label vocabulary; default: fitted on train
     label_smoothing: float = 0.0
+    # classification: "balanced" weighs each class by n_rows / (n_classes * n_class_rows) (fitted on train)
+    class_weights: Literal["none", "balanced"] = "none"
+    # binary classification: "tune" picks the decision threshold on validation for train.monitor's
+    # metric (macro-F1 unless it is acc) and folds it into the head's bias, so every engine uses it
+    threshold: Literal["none", "tune"] = "none"
     # generation: options of the text-target encoder (max_length, vocab_size, min_count, lowercase)
     target: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +167,9 @@ class EarlyStoppingConfig:
 class TrainConfig:
     epochs: int = 10
     max_steps: int = -1
+    min_steps: int = 0  # early stopping cannot end a run before this many optimizer steps
+    max_seconds: float | None = None  # stop training after this long (the best checkpoint so far is kept)
+    eval_every_n_epochs: int = 1  # validation (and the epoch checkpoint) every N epochs
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: float = 0.05  # fraction of total steps
@@ -181,6 +189,9 @@ class TrainConfig:
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int | None = None  # extra mid-epoch "last" checkpoints
     threads: int | None = None  # torch intra-op threads (None = torch default)
+    # fixed features (features-first encoders, frozen pretrained embeddings) computed once per row:
+    # disk = cached under $POLYFUSE_CACHE/features, memory = once per run, off = every batch
+    feature_cache: Literal["disk", "memory", "off"] = "disk"
     # fine-tuning: encoders frozen for the first N epochs, then trained; encoder lr decayed per depth
     freeze_epochs: int = 0
     layerwise_lr_decay: float | None = None  # e.g. 0.8: a block's lr = lr * decay ** (blocks above it)

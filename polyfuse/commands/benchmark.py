@@ -30,9 +30,10 @@ def base_config(
     if data:
         if not labels:
             raise PolyfuseError("--data needs --label COLUMN (the column to predict)")
-        from polyfuse.commands.train import config_from_table
+        from polyfuse.presets.table import plan_table
 
-        return config_from_table(data, labels, valid, test, None)
+        # the medium preset's inputs and encoders: frozen features come from the same cache as `train --data`
+        return plan_table(data, labels, valid=valid, test=test).config
     import polyfuse.data  # noqa: F401  (registers datasets)
     from polyfuse.registry import DATASETS
 

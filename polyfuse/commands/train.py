@@ -10,39 +10,15 @@ import typer
 from polyfuse.commands._common import console, print_json, user_errors
 
 
-def config_from_table(
-    data: str, labels: list[str], valid: str | None, test: str | None, task_type: str | None
+def plan_from_args(
+    data: str, labels: list[str], valid: str | None, test: str | None, task_type: str | None,
+    preset: str, metric: str | None, group: str | None, time_limit: float | None,
 ) -> "object":
-    """A sensible config for a user's manifest: inputs inferred, one task per label column."""
-    from polyfuse.config import Config
-    from polyfuse.data.manifest import read_manifest
+    """The preset applied to the user's table (see polyfuse.presets.table)."""
+    from polyfuse.presets.table import plan_table
 
-    frame = read_manifest(data, required_columns=labels)
-    tasks = {}
-    for label in labels:
-        kind = task_type or infer_task_type(frame[label])
-        tasks[label] = {"column": label, "type": kind}
-    return Config.from_dict(
-        {
-            "name": Path(data).stem,
-            "data": {"train": data, "valid": valid, "test": test},
-            "tasks": tasks,
-            "train": {"epochs": 10, "early_stopping": {"patience": 3}},
-        }
-    )
-
-
-def infer_task_type(column) -> str:  # noqa: ANN001 - a pandas Series
-    """Classification for strings, booleans and few distinct integers; regression otherwise."""
-    import pandas as pd
-
-    values = column.dropna()
-    if values.empty or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return "classification"
-    as_float = values.astype(float)
-    if (as_float == as_float.round()).all() and values.nunique() <= 50:
-        return "classification"
-    return "regression"
+    return plan_table(data, labels, preset=preset, valid=valid, test=test, task_type=task_type,
+                      metric=metric, group=group, time_limit=time_limit)
 
 
 def register(app: typer.Typer) -> None:
@@ -58,6 +34,10 @@ def register(app: typer.Typer) -> None:
         valid: Optional[str] = typer.Option(None, "--valid", help="Validation manifest (default: split from --data)."),
         test: Optional[str] = typer.Option(None, "--test", help="Test manifest (default: split from --data)."),
         task_type: Optional[str] = typer.Option(None, "--task-type", help="classification | regression | multilabel (default: inferred)."),
+        preset: str = typer.Option("medium", "--preset", help="With --data: fast | medium | best, or a preset YAML file (see polyfuse/presets/)."),
+        metric: Optional[str] = typer.Option(None, "--metric", help="With --data: what selection and early stopping optimise: acc | macro_f1 | auroc | mae | rmse."),
+        time_limit: Optional[float] = typer.Option(None, "--time-limit", help="With --data: seconds for the whole fit (best: the candidate search)."),
+        group: Optional[str] = typer.Option(None, "--group", help="With --data: rows sharing this column's value never straddle splits or folds."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
         devices: Optional[str] = typer.Option(None, "--devices", help="Devices per node (Lightning), e.g. 2 or auto."),
@@ -71,7 +51,15 @@ def register(app: typer.Typer) -> None:
         from polyfuse.api import resolve_config
         from polyfuse.errors import PolyfuseError
 
+        from polyfuse.config import ConfigError
+
         items = list(args or [])
+        if not data:
+            given = [flag for flag, value in (("--metric", metric), ("--time-limit", time_limit), ("--group", group)) if value is not None]
+            if preset != "medium":
+                given.insert(0, "--preset")
+            if given:
+                raise ConfigError(f"{given[0]} applies to --data TABLE (a recipe or config sets these keys itself)")
         overrides = [a for a in items if "=" in a]
         positional = [a for a in items if "=" not in a]
         if len(positional) > 1:
@@ -81,8 +69,9 @@ def register(app: typer.Typer) -> None:
                 raise PolyfuseError("give either a recipe/config or --data, not both")
             if not label:
                 raise PolyfuseError("--data needs --label COLUMN (the column to predict)")
-            config = config_from_table(data, list(label), valid, test, task_type)
-            config = config.with_overrides(overrides)
+            plan = plan_from_args(data, list(label), valid, test, task_type, preset, metric, group, time_limit)
+            plan.config = plan.config.with_overrides(overrides)
+            config = plan.config
         elif positional:
             config = resolve_config(positional[0], overrides)
         elif resume and out is not None and (out / "config.yaml").is_file():
@@ -109,7 +98,13 @@ def register(app: typer.Typer) -> None:
         from polyfuse.train.runner import run_training
 
         run_dir = out or Path("runs") / config.name
-        result = run_training(config, run_dir, resume=resume, overwrite=overwrite)
+        if data:
+            from polyfuse.train.table_fit import fit_table
+
+            plan.config = config
+            result = fit_table(plan, run_dir, resume=resume, overwrite=overwrite, say=lambda m: console().print(m))
+        else:
+            result = run_training(config, run_dir, resume=resume, overwrite=overwrite)
         if result.metrics:
             _print_summary(result.metrics, run_dir)
 
@@ -166,7 +161,13 @@ def register(app: typer.Typer) -> None:
 def _print_summary(metrics: dict, run_dir: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{metrics.get('name')} -> {run_dir}")
+    title = f"{metrics.get('name')} -> {run_dir}"
+    if metrics.get("preset"):
+        encoders = ", ".join(f"{k}: {v}" for k, v in (metrics.get("encoders") or {}).items())
+        chosen = (metrics.get("selection") or {}).get("chosen")
+        title += (f"\npreset {metrics['preset']}; fusion {metrics.get('fusion')}; {encoders}"
+                  + (f"; chosen candidate {chosen}" if chosen else "") + f"; {metrics.get('total_seconds', 0):.0f} s")
+    table = Table(title=title)
     for col in ("split", "task", "metric", "value"):
         table.add_column(col)
     for split in ("valid", "test"):

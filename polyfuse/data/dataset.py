@@ -23,8 +23,8 @@ class MultimodalDataset(Dataset):
     policy (``skip`` removes rows, ``error`` raises) and, with ``cache``, keeps the
     encoded rows in memory. Items are Examples; on the training split with
     ``augment.enabled`` they are augmented with a generator seeded by
-    (seed, epoch, row), and modality dropout marks some present modalities missing
-    (never all of a row). Row numbers are ``frame.index`` (the rows of ``source``).
+    (seed, epoch, row), and ``augment.modality_dropout`` (on its own, enabled or not)
+    marks some present modalities missing (never all of a row). Row numbers are ``frame.index`` (the rows of ``source``).
     """
 
     def __init__(
@@ -117,15 +117,17 @@ class MultimodalDataset(Dataset):
         else:
             example = self._encode(self._positions[index])
             example.problems = []
-        if not self.augmenting:
+        dropping = self.split == "train" and self.augment is not None and self.augment.modality_dropout > 0
+        if not self.augmenting and not dropping:
             return example
         assert self.augment is not None
         example = example.copy()
         rng = np.random.default_rng([self.seed, self.epoch, max(example.row, 0)])
-        for name, proc in self.pipeline.processors.items():
-            arrays = example.inputs.get(name)
-            if arrays is not None:
-                example.inputs[name] = proc.augment(arrays, rng, self.augment)
+        if self.augmenting:
+            for name, proc in self.pipeline.processors.items():
+                arrays = example.inputs.get(name)
+                if arrays is not None:
+                    example.inputs[name] = proc.augment(arrays, rng, self.augment)
         present = [name for name, arrays in example.inputs.items() if arrays is not None]
         for name in modality_dropout(present, self.augment.modality_dropout, rng):
             example.inputs[name] = None

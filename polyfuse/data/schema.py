@@ -474,11 +474,25 @@ def _short(text: str, limit: int = _EXAMPLE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _safe_name(column: str, role: str) -> str:
+#: Names a model part cannot take (attributes of torch's ModuleDict: ``model.heads["type"]`` fails).
+RESERVED_NAMES = frozenset({
+    "add_module", "apply", "bfloat16", "buffers", "children", "clear", "compile", "cpu", "cuda", "double",
+    "eval", "float", "forward", "half", "items", "keys", "modules", "parameters", "pop", "state_dict", "to",
+    "train", "training", "type", "update", "values", "zero_grad", "extra_repr", "ipu", "xpu", "mtia",
+})
+
+
+def safe_name(column: str, role: str) -> str:
+    """A column name usable as a model part's name and in dotted overrides (``Review Text`` -> ``review_text``)."""
     name = re.sub(r"[^0-9A-Za-z_]+", "_", column).strip("_").lower()
     if not name:
         return role
+    if name in RESERVED_NAMES:
+        return f"{name}_{role}"
     return f"{role}_{name}" if name[0].isdigit() else name
+
+
+_safe_name = safe_name
 
 
 def _unique_key(name: str, taken: Iterable[str]) -> str:

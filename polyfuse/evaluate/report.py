@@ -104,12 +104,13 @@ def write_report(
         f"- inputs: {', '.join(f'{k} ({v})' for k, v in encoders.items()) or '-'}",
         f"- fusion: `{config.model.fusion.name}`",
     ]
-    for key in ("parameters", "train_seconds", "epochs_run", "best_epoch", "monitor"):
+    for key in ("parameters", "train_seconds", "epochs_run", "steps_run", "best_epoch", "monitor"):
         if key in summary:
             value = summary[key]
             value = f"{value:,}" if key == "parameters" else (f"{value:.1f}" if isinstance(value, float) else value)
             lines.append(f"- {key.replace('_', ' ')}: {value}")
     lines.append("")
+    lines += _choice_lines(config, summary)
     lines += ["## Metrics", "", "| split | task | metric | value |", "|---|---|---|---|"]
     for split, per_task in evaluation.get("splits", {}).items():
         for task, values in per_task.items():
@@ -171,6 +172,29 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def _choice_lines(config: Config, summary: Mapping[str, Any]) -> list[str]:
+    """What a preset chose and why, and what the trainer fitted (features, thresholds, class weights)."""
+    lines: list[str] = []
+    choices = config.extra.get("choices") if isinstance(config.extra, dict) else None
+    if choices:
+        lines += ["## Choices", "", "| what | choice | why |", "|---|---|---|"]
+        for c in choices:
+            cells = [str(c.get(k, "")).replace("|", "/").replace("\n", " ") for k in ("what", "choice", "why")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if summary.get("features"):
+        lines += ["## Fixed features (computed once per row)", "", "| input | encoder | width | computed rows | from cache | seconds |", "|---|---|---|---|---|---|"]
+        for name, f in summary["features"].items():
+            lines.append(f"| {name} | {f['encoder']} | {f['feature_dim']} | {f['computed_rows']} | {f['cached_rows']} | {f['seconds']} |")
+        lines.append("")
+    for task, t in (summary.get("thresholds") or {}).items():
+        lines += [f"Decision threshold of `{task}`: {t['threshold']} (validation {t['metric']} {t['valid_at_threshold']:.4f}, "
+                  f"{t['valid_at_0.5']:.4f} at 0.5), folded into the head's bias.", ""]
+    for task, w in (summary.get("class_weights") or {}).items():
+        lines += [f"Class weights of `{task}` (balanced): {', '.join(f'{v:.2f}' for v in w)}.", ""]
+    return lines
 
 
 def retrieval_lines(retrieval: Mapping[str, Any]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -43,7 +44,29 @@ class ClassificationHead(MLPHead):
 
 @HEADS.register("regression", task="regression")
 class RegressionHead(MLPHead):
-    """Real-valued predictions [B, num_targets]."""
+    """Real-valued predictions [B, num_targets], in the targets' units.
+
+    The layers predict standardized values; ``target_mean`` / ``target_std`` (fitted on the
+    training labels by the trainer, saved with the weights) map them back, so the head starts at
+    the training mean and learns at the same pace whatever the targets' scale.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 0, dropout: float = 0.0) -> None:
+        super().__init__(in_dim, out_dim, hidden, dropout)
+        self.register_buffer("target_mean", torch.zeros(out_dim))
+        self.register_buffer("target_std", torch.ones(out_dim))
+
+    def fit_targets(self, targets: Tensor) -> None:
+        """Mean / std of the training targets [N] or [N, K] (NaN = missing label)."""
+        values = targets.double().reshape(targets.shape[0], -1)
+        for k in range(values.shape[1]):
+            column = values[:, k][~torch.isnan(values[:, k])]
+            if len(column) > 1:
+                self.target_mean[k] = column.mean()
+                self.target_std[k] = column.std(unbiased=False).clamp(min=1e-6)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x) * self.target_std + self.target_mean
 
 
 @HEADS.register("multilabel", task="multilabel")

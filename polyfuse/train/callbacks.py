@@ -17,7 +17,7 @@ BEST = "best"
 
 
 def checkpoint_callbacks(
-    dirpath: Path, monitor: str, mode: str, every_n_train_steps: int | None = None
+    dirpath: Path, monitor: str, mode: str, every_n_train_steps: int | None = None, every_n_epochs: int = 1
 ) -> tuple[L.pytorch.callbacks.ModelCheckpoint, list[L.pytorch.callbacks.ModelCheckpoint]]:
     """(best, all): ``best.ckpt`` follows ``monitor``; ``last.ckpt`` is written at the end of EVERY epoch.
 
@@ -32,10 +32,11 @@ def checkpoint_callbacks(
 
     best = ModelCheckpoint(
         dirpath=dirpath, filename=BEST, monitor=monitor, mode=mode, save_top_k=1, save_last=False,
+        every_n_epochs=every_n_epochs,
         enable_version_counter=False, save_on_train_epoch_end=True,
     )
     last = ModelCheckpoint(
-        dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, save_last=False, every_n_epochs=1,
+        dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, save_last=False, every_n_epochs=every_n_epochs,
         enable_version_counter=False, save_on_train_epoch_end=True,
     )
     callbacks = [best, last]

@@ -49,6 +49,7 @@ class MultimodalLightningModule(L.LightningModule):
         task_dims: Mapping[str, int],
         train: TrainConfig,
         objective_weights: Mapping[str, float] | None = None,
+        class_weights: Mapping[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -59,7 +60,10 @@ class MultimodalLightningModule(L.LightningModule):
         self.train_cfg = train
         self.objectives = nn.ModuleDict(
             {
-                name: build_objective(task.type, task.loss, label_smoothing=task.label_smoothing)
+                name: build_objective(
+                    task.type, task.loss, label_smoothing=task.label_smoothing,
+                    class_weights=(class_weights or {}).get(name),
+                )
                 for name, task in self.tasks.items()
             }
         )
@@ -84,10 +88,21 @@ class MultimodalLightningModule(L.LightningModule):
         for name, task in self.tasks.items():
             pred = out.outputs[name]
             target = labels[name]
-            if task.type == "regression" and pred.shape[-1] == 1 and target.dim() == 1:
-                pred = pred.squeeze(-1)
+            if task.type == "regression":
+                pred, target = self._standardized(name, pred.float(), target.float())
             result[name] = self.objectives[name](pred.float(), target)
         return result
+
+    def _standardized(self, name: str, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Regression outputs and targets in the head's standardized units (the loss is scale-free)."""
+        head = self.model.heads[name]
+        mean, std = getattr(head, "target_mean", None), getattr(head, "target_std", None)
+        if mean is not None and std is not None:
+            pred = (pred - mean) / std
+            target = (target - mean) / std if target.dim() == pred.dim() else (target - mean[0]) / std[0]
+        if pred.shape[-1] == 1 and target.dim() == 1:
+            pred = pred.squeeze(-1)
+        return pred, target
 
     def total_loss(self, losses: Mapping[str, Tensor]) -> Tensor:
         total: Tensor | None = None

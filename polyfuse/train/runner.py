@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -31,11 +32,24 @@ BEST = "best.ckpt"
 
 @dataclass
 class RunResult:
-    """What a finished run leaves behind."""
+    """What a finished run leaves behind; ``predict(rows)`` loads the saved model (once) and predicts."""
 
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     config: Config | None = None
+
+    @property
+    def model(self) -> Any:
+        """The saved model as a ``Predictor`` (loaded from ``path`` on first use)."""
+        if getattr(self, "_predictor", None) is None:
+            from polyfuse.predictor import Predictor
+
+            self._predictor = Predictor.load(Path(self.path))
+        return self._predictor
+
+    def predict(self, rows: Any, **kwargs: Any) -> Any:
+        """A DataFrame of predictions (label and class probabilities per task) for a DataFrame or manifest."""
+        return self.model.predict(rows, **kwargs)
 
 
 class ParameterSyncCheck(L.Callback):
@@ -158,13 +172,28 @@ def run_training(
         load_matching_weights(model, config.init_from)
     if config.freeze:
         freeze(model, config.freeze)
-    module = MultimodalLightningModule(model, config.tasks, task_dims, cfg_train, objective_weights(config))
-    datamodule = MultimodalDataModule(prepared.datasets, Collator(pipeline), config.data, cfg_train.seed)
+    from polyfuse.train.features import feature_collator, precompute_features
+    from polyfuse.train.targets import class_weights, fit_regression_targets
+
+    # fixed features (features-first encoders, frozen backbones) once per row, from the disk cache when known
+    datasets, feature_report = precompute_features(
+        model, pipeline, prepared.datasets, mode=cfg_train.feature_cache, progress=show,
+        batch_size=max(8, min(64, config.data.eval_batch_size or config.data.batch_size)),
+    )
+    collate = feature_collator(pipeline, model, datasets)
+    fit_regression_targets(model, config.tasks, prepared.datasets["train"])
+    weights = class_weights(config.tasks, prepared.datasets["train"], task_dims)
+    module = MultimodalLightningModule(
+        model, config.tasks, task_dims, cfg_train, objective_weights(config), class_weights=weights
+    )
+    datamodule = MultimodalDataModule(datasets, collate, config.data, cfg_train.seed)
 
     has_valid = "valid" in prepared.datasets and len(prepared.datasets["valid"]) > 0
     monitor = cfg_train.monitor or (default_monitor(config.tasks)[0] if has_valid else "train/loss_epoch")
     mode = monitor_mode(monitor)
-    checkpoint, checkpointing = checkpoint_callbacks(ckpt_dir, monitor, mode, cfg_train.checkpoint_every_n_steps)
+    checkpoint, checkpointing = checkpoint_callbacks(
+        ckpt_dir, monitor, mode, cfg_train.checkpoint_every_n_steps, every_n_epochs=cfg_train.eval_every_n_epochs
+    )
     sync = ParameterSyncCheck()
     history = MetricHistory(out / "history.json")
     callbacks: list[L.Callback] = [*checkpointing, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
@@ -183,6 +212,9 @@ def run_training(
     trainer = L.Trainer(
         max_epochs=cfg_train.epochs,
         max_steps=cfg_train.max_steps,
+        min_steps=cfg_train.min_steps or None,
+        max_time=None if not cfg_train.max_seconds else datetime.timedelta(seconds=float(cfg_train.max_seconds)),
+        check_val_every_n_epoch=cfg_train.eval_every_n_epochs,
         accelerator=cfg_train.accelerator,
         devices=cfg_train.devices,
         num_nodes=cfg_train.num_nodes,
@@ -212,15 +244,25 @@ def run_training(
         state = load_state(best_path)["state_dict"]
         module.load_state_dict(state)
     model = module.model.cpu().eval()
-    evaluation = evaluate_model(model, config, prepared.datasets, Collator(pipeline), {t: pipeline.classes(t) for t in config.tasks if config.tasks[t].type != "regression"}, out)
+    from polyfuse.train.threshold import tune_thresholds
+
+    thresholds = tune_thresholds(model, config, datasets, collate, monitor)
+    evaluation = evaluate_model(model, config, datasets, collate, {t: pipeline.classes(t) for t in config.tasks if config.tasks[t].type != "regression"}, out)
     encoders = {name: type(enc).__name__ for name, enc in model.encoders.items()}
     summary = {
         "encoders": encoders,
         "parameters": count_parameters(model),
         "train_seconds": round(train_seconds, 2),
         "epochs_run": trainer.current_epoch,
+        "steps_run": int(trainer.global_step),
         "monitor": monitor,
     }
+    if feature_report.inputs:
+        summary["features"] = feature_report.to_dict()
+    if thresholds:
+        summary["thresholds"] = thresholds
+    if weights:
+        summary["class_weights"] = {t: [round(float(v), 4) for v in w] for t, w in weights.items()}
     metrics: dict[str, Any] = {
         "name": config.name,
         "data": config.data.dataset or config.data.train,

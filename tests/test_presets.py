@@ -1,0 +1,200 @@
+"""Own-table defaults: presets applied to real tables, schedules in steps, CV for tiny tables, selection.
+
+Tables are small real subsets: AV-MNIST (MFCC sequences as .npy + digit images) and the
+clothing reviews (text + tabular, binary and imbalanced).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import polyfuse
+from polyfuse.cli import app
+from polyfuse.config import ConfigError
+from polyfuse.presets import load_preset, preset_names
+from polyfuse.presets.table import plan_table
+
+runner = CliRunner()
+
+
+def avmnist_table(avmnist, folder: Path, n: int, extra_id: bool = True) -> Path:
+    """The first ``n`` AV-MNIST training rows, files copied next to a CSV (plus an id and a constant column)."""
+    frame = pd.read_csv(avmnist.train).head(n)
+    root = Path(avmnist.root)
+    for column in ("audio", "image"):
+        for rel in frame[column]:
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / rel, folder / rel)
+    frame = frame.rename(columns={"label": "digit"})
+    if extra_id:
+        frame["row_id"] = [f"r{i:04d}" for i in range(len(frame))]
+        frame["source"] = "fsdd"
+    path = folder / "table.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clothing_rows() -> pd.DataFrame:
+    import polyfuse.data  # noqa: F401
+    from polyfuse.registry import DATASETS
+
+    prepared = DATASETS.get("clothing-reviews").factory()
+    frame = pd.read_parquet(prepared.train).head(240)
+    return frame[["title", "review_text", "age", "department_name", "recommended"]]
+
+
+# --------------------------------------------------------------------------- presets and plans
+
+
+def test_every_preset_is_readable_yaml_with_its_sections() -> None:
+    assert {"fast", "medium", "best"} <= set(preset_names())
+    for name in ("fast", "medium", "best"):
+        spec = load_preset(name)
+        assert spec["name"] == name
+        assert {"encoders", "schedule", "validation", "imbalance"} <= set(spec)
+    assert load_preset("best")["selection"]["fusions"]
+    fast = load_preset("fast")
+    assert all("pretrained" not in rule["encoder"] for rules in fast["encoders"].values() for rule in rules)
+
+
+def test_unknown_preset_names_the_allowed_ones(avmnist, tmp_path: Path) -> None:
+    path = avmnist_table(avmnist, tmp_path, 20)
+    with pytest.raises(ConfigError, match="fast, medium"):
+        plan_table(path, ["digit"], preset="huge")
+
+
+def test_plan_excludes_id_and_constant_columns_with_a_note(avmnist, tmp_path: Path) -> None:
+    plan = plan_table(avmnist_table(avmnist, tmp_path, 60), ["digit"], preset="medium")
+    columns = {c for inp in plan.config.data.inputs.values() for c in [inp.options.get("column")] + inp.options.get("numeric", []) + inp.options.get("categorical", [])}
+    assert not {"id", "row_id", "source"} & columns
+    notes = {c.what: c for c in plan.choices}
+    assert notes["column row_id"].choice == "excluded" and notes["column source"].choice == "excluded"
+    assert "data.inputs" in notes["column row_id"].why  # says how to include it
+    assert plan.config.model.encoders["audio"].name == "sequence_rocket"
+    assert plan.config.model.encoders["image"].name == "image_pixels"  # 28 px: too small for MobileNet
+
+
+def test_tiny_table_falls_back_to_cross_validation_and_schedule_is_in_steps(avmnist, tmp_path: Path) -> None:
+    plan = plan_table(avmnist_table(avmnist, tmp_path, 100), ["digit"], preset="medium")
+    assert plan.cv_folds == 5
+    assert plan.config.data.split.valid == 0.0
+    train = plan.config.train
+    assert train.min_steps == 300 and train.max_steps >= 600
+    assert train.epochs * -(-plan.train_rows // plan.config.data.batch_size) >= train.max_steps
+    assert plan.config.data.batch_size == 16  # a tiny table gets small batches
+    big = plan_table(avmnist_table(avmnist, tmp_path / "big", 400), ["digit"], preset="medium")
+    assert big.cv_folds == 0 and big.config.data.split.valid >= 0.1
+
+
+def test_metric_option_sets_the_monitor_and_refuses_a_wrong_one(avmnist, tmp_path: Path) -> None:
+    path = avmnist_table(avmnist, tmp_path, 60)
+    assert plan_table(path, ["digit"], metric="macro_f1").config.train.monitor == "valid/digit/f1"
+    with pytest.raises(ConfigError, match="--metric"):
+        plan_table(path, ["digit"], metric="rmse")
+
+
+def test_imbalanced_binary_label_gets_class_weights_and_a_tuned_threshold(clothing_rows: pd.DataFrame) -> None:
+    plan = plan_table(clothing_rows, ["recommended"], preset="fast")
+    task = plan.config.tasks["recommended"]
+    assert task.class_weights == "balanced" and task.threshold == "tune"
+    kinds = {n: c.name for n, c in plan.config.model.encoders.items()}
+    assert "text_ngrams" in kinds.values() and "pretrained_text_embedding" not in kinds.values()
+    medium = plan_table(clothing_rows, ["recommended"], preset="medium")
+    assert "pretrained_text_embedding" in {c.name for c in medium.config.model.encoders.values()}
+
+
+def test_a_column_named_like_a_module_attribute_is_a_valid_task_name(clothing_rows: pd.DataFrame) -> None:
+    frame = clothing_rows.rename(columns={"recommended": "type"})
+    plan = plan_table(frame, ["type"], preset="fast")
+    assert "type" not in plan.config.tasks and plan.config.tasks["type_label"].column == "type"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_fast_preset_on_a_dataframe_trains_predicts_and_reports(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    run = polyfuse.fit(clothing_rows, label="recommended", preset="fast", out=tmp_path / "run", progress=False,
+                       overrides=["train.max_steps=60", "train.min_steps=30", "train.threads=1"])
+    metrics = run.metrics
+    assert metrics["preset"] == "fast"
+    assert "f1" in metrics["test"]["recommended"]  # macro-F1 for every classification task
+    assert "recommended" in metrics["thresholds"] and 0 < metrics["thresholds"]["recommended"]["threshold"] < 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Choices" in report and "text_ngrams" in report and "Decision threshold" in report
+    preds = run.predict(clothing_rows.head(12).drop(columns=["recommended"]))
+    assert isinstance(preds, pd.DataFrame) and len(preds) == 12
+    assert set(preds["recommended"]) <= {0, 1}
+    # the threshold lives in the weights: the reloaded model's argmax is the tuned decision
+    probs = preds[["recommended:p:0", "recommended:p:1"]].to_numpy()
+    assert (preds["recommended"].to_numpy() == probs.argmax(1)).all()
+
+
+@pytest.mark.slow
+def test_medium_on_a_tiny_table_cross_validates_then_refits(avmnist, tmp_path: Path) -> None:
+    path = avmnist_table(avmnist, tmp_path / "data", 80)
+    result = runner.invoke(app, ["train", "--data", str(path), "--label", "digit", "--out", str(tmp_path / "run"),
+                                 "--no-progress", "train.max_steps=40", "train.min_steps=20", "train.threads=1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    selection = metrics["selection"]
+    # 5 folds, fewer when the rarest digit has fewer training rows than that
+    assert 2 <= selection["folds"] <= 5 and len(selection["candidates"][0]["scores"]) == selection["folds"]
+    assert metrics["test"]["digit"]["acc"] > 0.3  # 10 classes: chance is 0.1
+    model = polyfuse.load(tmp_path / "run")
+    assert len(model.predict(str(path))) == 80
+    assert "cross-validation" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_best_selects_among_candidates_under_a_time_limit(avmnist, tmp_path: Path) -> None:
+    path = avmnist_table(avmnist, tmp_path / "data", 240, extra_id=False)
+    result = runner.invoke(app, ["train", "--data", str(path), "--label", "digit", "--preset", "best", "--out",
+                                 str(tmp_path / "run"), "--no-progress", "--time-limit", "600",
+                                 "train.max_steps=40", "train.min_steps=20", "train.threads=1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    names = [c["candidate"] for c in metrics["selection"]["candidates"]]
+    assert {"audio only", "image only", "concat", "late", "gated"} <= set(names)
+    chosen = [c for c in metrics["selection"]["candidates"] if c["chosen"]][0]
+    scored = [c["score"] for c in metrics["selection"]["candidates"] if c["score"] is not None]
+    assert chosen["score"] == max(scored)
+    assert "## Selection" in (tmp_path / "run" / "report.md").read_text()
+    assert polyfuse.load(tmp_path / "run").predict(str(path)).shape[0] == 240
+
+
+def test_early_stopping_never_ends_a_run_before_min_steps(avmnist, tmp_path: Path) -> None:
+    path = avmnist_table(avmnist, tmp_path / "data", 200, extra_id=False)
+    run = polyfuse.fit(str(path), label="digit", preset="fast", out=tmp_path / "run", progress=False,
+                       overrides=["train.min_steps=60", "train.max_steps=200", "train.early_stopping.patience=1",
+                                  "train.eval_every_n_epochs=1", "train.lr=0.3", "train.threads=1"])
+    assert run.metrics["steps_run"] >= 60
+
+
+def test_cli_options_for_tables_refuse_a_recipe_and_bad_values(avmnist, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "tiny-avmnist", "--preset", "best"])
+    assert result.exit_code == 2 and "--preset applies to --data" in result.output
+    path = avmnist_table(avmnist, tmp_path, 30)
+    result = runner.invoke(app, ["train", "--data", str(path), "--label", "digit", "--metric", "rmse", "--print-config"])
+    assert result.exit_code == 2 and "--metric" in result.output
+    result = runner.invoke(app, ["train", "--data", str(path), "--label", "digit", "--preset", "fast", "--print-config"])
+    assert result.exit_code == 0 and "sequence_rocket" in result.output and "min_steps" in result.output
+
+
+def test_modality_dropout_works_without_augment_enabled(avmnist, tmp_path: Path) -> None:
+    from polyfuse.data.prepare import prepare_data
+
+    plan = plan_table(avmnist_table(avmnist, tmp_path, 64, extra_id=False), ["digit"], preset="fast")
+    config = plan.config.with_overrides(["data.augment.modality_dropout=0.9", "data.split.valid=0.0", "data.split.test=0.0"])
+    assert not config.data.augment.enabled
+    train = prepare_data(config, progress=False).datasets["train"]
+    dropped = sum(v is None for i in range(len(train)) for v in train[i].inputs.values())
+    assert dropped > len(train) // 2  # p=0.9: most rows lose one of their two inputs
+    assert all(any(v is not None for v in train[i].inputs.values()) for i in range(len(train)))  # never all
