@@ -26,7 +26,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_info, write_results  # noqa: E402
-from tables import BUILDERS, Table, build  # noqa: E402
+from tables import BUILDERS, EXTRA_BUILDERS, Table, build  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -174,9 +174,11 @@ def _metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"rmse": float(np.sqrt(mean_squared_error(y, pred))), "mae": float(mean_absolute_error(y, pred))}
 
 
-def main_metric(task: str) -> tuple[str, bool]:
-    """(metric, higher is better)."""
-    return ("acc", True) if task == "classification" else ("rmse", False)
+def main_metric(task: str, metric: str | None = None) -> tuple[str, bool]:
+    """(metric, higher is better): accuracy (macro-F1 with --metric macro_f1) or RMSE."""
+    if task == "classification":
+        return ("f1", True) if metric in ("macro_f1", "f1") else ("acc", True)
+    return "rmse", False
 
 
 # --------------------------------------------------------------------------- polyfuse
@@ -222,7 +224,7 @@ def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) 
              "| table | rows | task | metric | best scikit-learn baseline | fast | medium | best | medium vs baseline |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        metric, higher = main_metric(r["task"])
+        metric, higher = main_metric(r["task"], r.get("metric"))
         base = r["baseline"]
         cells = []
         for preset in ("fast", "medium", "best"):
@@ -232,14 +234,14 @@ def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) 
             elif "error" in p:
                 cells.append(f"error ({p['seconds']} s)")
             else:
-                second = f", F1 {p['f1']:.3f}" if metric == "acc" else f", MAE {p['mae']:.3f}"
+                second = f", F1 {p['f1']:.3f}" if metric == "acc" else (f", acc {p['acc']:.3f}" if metric == "f1" else f", MAE {p['mae']:.3f}")
                 cells.append(f"{p[metric]:.4f}{second} ({p['seconds']:.0f} s)")
         med = r["polyfuse"].get("medium")
         gap = "-"
         if med and "error" not in med:
             diff = (med[metric] - base[metric]) if higher else (base[metric] - med[metric])
             gap = f"{diff:+.4f} ({'met' if diff >= 0 else 'missed'})"
-        second = f", F1 {base['f1']:.3f}" if metric == "acc" else f", MAE {base['mae']:.3f}"
+        second = f", F1 {base['f1']:.3f}" if metric == "acc" else (f", acc {base['acc']:.3f}" if metric == "f1" else f", MAE {base['mae']:.3f}")
         lines.append(f"| {r['table']} | {r['rows']} | {r['task']} | {metric} | {base[metric]:.4f}{second} ({base['model']}) | "
                      + " | ".join(cells) + f" | {gap} |")
     lines += ["", "## What each table is", ""]
@@ -263,7 +265,8 @@ def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tables", default=",".join(BUILDERS), help=f"comma list of {', '.join(BUILDERS)}")
+    parser.add_argument("--tables", default=",".join(BUILDERS), help=f"comma list of {', '.join([*BUILDERS, *EXTRA_BUILDERS])}")
+    parser.add_argument("--metric", default=None, help="passed to polyfuse train --metric (e.g. macro_f1)")
     parser.add_argument("--presets", default="fast,medium,best")
     parser.add_argument("--best-time-limit", type=float, default=900.0)
     parser.add_argument("--root", type=Path, default=Path("runs/bench-tables"))
@@ -271,7 +274,7 @@ def main() -> None:
     parser.add_argument("--baselines-only", action="store_true")
     args = parser.parse_args()
     names = [n.strip() for n in args.tables.split(",") if n.strip()]
-    unknown = [n for n in names if n not in BUILDERS]
+    unknown = [n for n in names if n not in BUILDERS and n not in EXTRA_BUILDERS]
     if unknown:
         raise SystemExit(f"--tables: unknown {unknown}; allowed: {', '.join(BUILDERS)}")
     presets = [] if args.baselines_only else [p.strip() for p in args.presets.split(",") if p.strip()]
@@ -279,14 +282,15 @@ def main() -> None:
     for name in names:
         table = build(name, args.root / "data")
         baselines = run_baselines(table)
-        metric, higher = main_metric(table.task)
+        metric, higher = main_metric(table.task, args.metric)
         best = sorted(baselines, key=lambda b: -b[metric] if higher else b[metric])[0]
         print(f"{name}: best baseline {best['model']} {metric} {best[metric]:.4f}", file=sys.stderr)
-        entry = {"table": name, "rows": table.rows, "task": table.task, "what": table.what, "baseline": best,
+        entry = {"table": name, "rows": table.rows, "task": table.task, "metric": metric, "what": table.what, "baseline": best,
                  "baselines": baselines, "polyfuse": {}}
         for preset in presets:
             limit = args.best_time_limit if preset == "best" else None
-            entry["polyfuse"][preset] = run_polyfuse(table, preset, args.root / "runs", limit, [])
+            extra = ["--metric", args.metric] if args.metric else []
+            entry["polyfuse"][preset] = run_polyfuse(table, preset, args.root / "runs", limit, extra)
             p = entry["polyfuse"][preset]
             print(f"{name}: polyfuse {preset} " + (p.get("error", "") or f"{metric} {p[metric]:.4f} in {p['seconds']} s"), file=sys.stderr)
         results.append(entry)

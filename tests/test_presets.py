@@ -151,6 +151,14 @@ def test_medium_on_a_tiny_table_cross_validates_then_refits(avmnist, tmp_path: P
     model = polyfuse.load(tmp_path / "run")
     assert len(model.predict(str(path))) == 80
     assert "cross-validation" in (tmp_path / "run" / "report.md").read_text()
+    assert "valid/digit/acc" in _all_output(result)  # --no-progress still prints a line per evaluation
+
+
+def _all_output(result) -> str:  # noqa: ANN001 - a click Result
+    try:
+        return result.output + result.stderr
+    except ValueError:  # stderr mixed into output
+        return result.output
 
 
 @pytest.mark.slow

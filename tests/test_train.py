@@ -87,7 +87,9 @@ def test_cli_train_from_a_user_table_then_eval_and_predict(tmp_path, avmnist):
     assert res.exit_code == 0, res.output
     config = polyfuse.Config.from_yaml(out / "config.yaml")
     kinds = {name: inp.kind for name, inp in config.data.inputs.items()}
-    assert kinds["audio"] == "sequence" and kinds["image"] == "image" and kinds["note"] == "text"
+    # the medium preset reads the text column twice: n-gram TF-IDF and a frozen MiniLM embedding
+    assert kinds["audio"] == "sequence" and kinds["image"] == "image"
+    assert kinds["note_ngrams"] == "text" and kinds["note_minilm"] == "text"
     res = runner.invoke(app, ["eval", str(out), "--json"])
     assert res.exit_code == 0, res.output
     assert "acc" in json.loads(res.stdout)["metrics"]["label"]

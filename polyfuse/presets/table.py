@@ -259,6 +259,12 @@ def plan_table(
         key = "acc" if kind == "classification" else "mae"
     monitor = f"valid/{first}/{key}"
     choices.append(Choice("metric", key, "--metric" if metric else f"the default for {kind}"))
+    fusion = spec.get("fusion", "concat")
+    fusion_name = fusion["name"] if isinstance(fusion, dict) else fusion
+    if len(inputs) > 1:
+        choices.append(Choice("fusion", fusion_name + (f" ({', '.join(f'{k}={v}' for k, v in fusion.items() if k != 'name')})" if isinstance(fusion, dict) else ""),
+                              "the preset's fusion: one head per input, predictions averaged with learned weights"
+                              if fusion_name == "late" else "the preset's fusion"))
 
     head = dict(spec.get("head") or {})
     for label in tasks:
@@ -274,7 +280,7 @@ def plan_table(
             "split": {"valid": 0.0 if (valid or cv_folds) else round(valid_fraction, 4), "test": test_fraction, "group": group},
             "batch_size": batch,
         },
-        "model": {"encoders": encoders, "fusion": spec.get("fusion", "concat"), "dim": int(spec.get("dim", 128))},
+        "model": {"encoders": encoders, "fusion": fusion, "dim": int(spec.get("dim", 128))},
         "tasks": tasks,
         "train": {
             "epochs": epochs, "max_steps": total, "min_steps": min(min_steps, total), "eval_every_n_epochs": every,

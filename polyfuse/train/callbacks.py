@@ -112,3 +112,23 @@ class MetricHistory(L.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows = json.loads(state["rows"])
+
+
+class EvaluationLines(L.Callback):
+    """Without a progress bar: one line per validation pass (epoch, step, the monitored metric, the loss)."""
+
+    def __init__(self, monitor: str, stream: Any = None) -> None:
+        self.monitor = monitor
+        self.stream = stream
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        import sys
+
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch}", f"step {trainer.global_step}"]
+        for key in (self.monitor, "valid/loss"):
+            if key in metrics:
+                parts.append(f"{key} {float(metrics[key]):.4f}")
+        print("  ".join(parts), file=self.stream or sys.stderr, flush=True)

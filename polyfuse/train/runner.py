@@ -20,7 +20,7 @@ from polyfuse.build import build_model, objective_weights, validate_config
 from polyfuse.checkpoint import save_model_dir
 from polyfuse.config import Config
 from polyfuse.errors import CheckpointError, PolyfuseError
-from polyfuse.train.callbacks import MetricHistory, RNGStateCallback, checkpoint_callbacks
+from polyfuse.train.callbacks import EvaluationLines, MetricHistory, RNGStateCallback, checkpoint_callbacks
 from polyfuse.train.datamodule import MultimodalDataModule
 from polyfuse.train.metrics import default_monitor, monitor_mode
 from polyfuse.train.module import MultimodalLightningModule
@@ -197,6 +197,8 @@ def run_training(
     sync = ParameterSyncCheck()
     history = MetricHistory(out / "history.json")
     callbacks: list[L.Callback] = [*checkpointing, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
+    if not show:
+        callbacks.append(EvaluationLines(monitor))
     if cfg_train.early_stopping.patience is not None:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
