@@ -294,9 +294,10 @@ def main() -> None:
             p = entry["polyfuse"][preset]
             print(f"{name}: polyfuse {preset} " + (p.get("error", "") or f"{metric} {p[metric]:.4f} in {p['seconds']} s"), file=sys.stderr)
         results.append(entry)
-    info = machine_info(date=time.strftime("%Y-%m-%d"))
-    command = "python benchmarks/bench_tables.py " + " ".join(sys.argv[1:])
-    write_results(args.out, markdown(results, command.strip(), info), {"machine": info, "command": command, "results": results})
+        # written after every table, so an interrupted benchmark keeps what it measured
+        info = machine_info(date=time.strftime("%Y-%m-%d"))
+        command = "python benchmarks/bench_tables.py " + " ".join(sys.argv[1:])
+        write_results(args.out, markdown(results, command.strip(), info), {"machine": info, "command": command, "results": results})
 
 
 if __name__ == "__main__":

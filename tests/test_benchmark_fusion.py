@@ -23,7 +23,7 @@ def test_variants_are_baselines_then_each_fusion_with_and_without_modality_dropo
     variants = plan_variants(["audio", "image"], ["concat", "gated"], modality_dropout=0.3)
     assert [v.key for v in variants] == ["audio only", "image only", "concat", "concat+md", "gated", "gated+md"]
     assert "data.use=[audio]" in variants[0].overrides
-    assert "model.fusion.name=gated" in variants[4].overrides and "data.augment.modality_dropout=0.0" in variants[4].overrides
+    assert "model.fusion={name: gated}" in variants[4].overrides and "data.augment.modality_dropout=0.0" in variants[4].overrides
     assert "data.augment.modality_dropout=0.3" in variants[5].overrides and variants[5].modality_dropout == 0.3
     assert [v.key for v in plan_variants(["text"], ["sum"])] == ["sum"]  # one input: no baseline to compare
 

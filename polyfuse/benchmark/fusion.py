@@ -1,7 +1,7 @@
 """`polyfuse benchmark fusion`: unimodal baselines and every fusion, same encoders and budget, over seeds.
 
 Each variant is the base config with a few dotted overrides (``data.use=[audio]``,
-``model.fusion.name=gated``, ``data.augment.modality_dropout=0.3``, ``train.seed=1``), trained by
+``model.fusion={name: gated}``, ``data.augment.modality_dropout=0.3``, ``train.seed=1``), trained by
 the ordinary trainer into ``OUT/runs/<variant>/seed<k>``. A finished run (its ``COMPLETE``
 marker) is reused, so an interrupted benchmark continues where it stopped. Per run it keeps the
 test metric, the metric with each input removed at test time (the run's modality-contribution
@@ -60,10 +60,11 @@ def plan_variants(
         for name in inputs:
             variants.append(Variant(f"{name} only", UNIMODAL, [f"data.use=[{name}]", "data.augment.modality_dropout=0.0"]))
     for fusion in fusions:
-        base = [f"model.fusion.name={fusion}", "data.augment.modality_dropout=0.0"]
+        # the whole fusion entry is replaced: the base config's fusion parameters belong to its own fusion
+        base = [f"model.fusion={{name: {fusion}}}", "data.augment.modality_dropout=0.0"]
         variants.append(Variant(fusion, FUSION, base, fusion=fusion))
         if modality_dropout > 0:
-            md = [f"model.fusion.name={fusion}", "data.augment.enabled=true", f"data.augment.modality_dropout={modality_dropout}"]
+            md = [f"model.fusion={{name: {fusion}}}", "data.augment.enabled=true", f"data.augment.modality_dropout={modality_dropout}"]
             variants.append(Variant(f"{fusion}+md", FUSION, md, fusion=fusion, modality_dropout=modality_dropout))
     return variants
 

@@ -30,25 +30,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def recipe_dict(name_or_path: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The raw dict of a recipe name or a YAML path, with ``base:`` chains resolved."""
+def named_yaml(name_or_path: str, folder: Path, kind: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The dict of a shipped YAML (``folder/<name>.yaml``) or a YAML path, with ``base:`` chains resolved."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         raw = load_yaml(path)
     else:
-        file = RECIPE_DIR / f"{name_or_path}.yaml"
+        file = folder / f"{name_or_path}.yaml"
         if not file.is_file():
-            names = recipe_names()
-            raise ConfigError(
-                f"{name_or_path!r} is neither a config file nor a recipe; recipes: {', '.join(names)}"
-            )
+            names = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise ConfigError(f"{name_or_path!r} is neither a config file nor a {kind}; {kind}s: {', '.join(names)}")
         raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     base = raw.pop("base", None)
     if base is not None:
         if base in _seen:
-            raise ConfigError(f"recipe {name_or_path}: base chain loops through {base}")
-        raw = _merge(recipe_dict(base, _seen + (str(name_or_path),)), raw)
+            raise ConfigError(f"{kind} {name_or_path}: base chain loops through {base}")
+        raw = _merge(named_yaml(base, folder, kind, _seen + (str(name_or_path),)), raw)
     return raw
+
+
+def recipe_dict(name_or_path: str) -> dict[str, Any]:
+    """The raw dict of a recipe name or a YAML path, with ``base:`` chains resolved."""
+    return named_yaml(name_or_path, RECIPE_DIR, "recipe")
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Config:
