@@ -319,6 +319,8 @@ def _parse(tp: Any, value: Any, path: str) -> Any:
         # YAML reads 32 as an int: accept it for the string literal "32"
         if value not in allowed and str(value) in allowed:
             value = str(value)
+        if value is False and "off" in allowed:  # YAML 1.1 reads a bare ``off`` as false
+            value = "off"
         if value not in allowed:
             raise ConfigError(f"{label}: {value!r} is not allowed; allowed: {', '.join(map(repr, allowed))}")
         return value

@@ -103,3 +103,8 @@ def test_other_cache_modes_store_nothing(avmnist, tmp_path: Path, mode: str) -> 
     assert not any(tmp_path.iterdir())
     assert (type(datasets["train"]).__name__ == "FeatureDataset") == (mode == "memory")
     assert report.inputs["audio"]["computed_rows"] > 0
+
+
+def test_feature_cache_off_survives_yaml_reading_off_as_false() -> None:
+    config = Config.from_dict({"data": {"train": "x.csv"}}).with_overrides(["train.feature_cache=off"])
+    assert config.train.feature_cache == "off"
