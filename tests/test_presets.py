@@ -206,3 +206,14 @@ def test_modality_dropout_works_without_augment_enabled(avmnist, tmp_path: Path)
     dropped = sum(v is None for i in range(len(train)) for v in train[i].inputs.values())
     assert dropped > len(train) // 2  # p=0.9: most rows lose one of their two inputs
     assert all(any(v is not None for v in train[i].inputs.values()) for i in range(len(train)))  # never all
+
+
+def test_a_preset_file_of_ones_own_and_the_selection_row_limit(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    own = tmp_path / "mine.yaml"
+    own.write_text("base: medium\nselection: {fusions: [], unimodal: true, max_rows: 100}\nschedule: {min_steps: 50}\n")
+    plan = plan_table(clothing_rows, ["recommended"], preset=str(own))
+    assert plan.preset == "mine" and plan.selection is None  # 240 rows > 100: one model
+    assert any(c.what == "selection" and "one model" in c.choice for c in plan.choices)
+    assert plan.config.train.min_steps == 50
+    medium = plan_table(clothing_rows, ["recommended"], preset="medium")
+    assert medium.selection == {"fusions": [], "unimodal": True, "max_rows": 5000}

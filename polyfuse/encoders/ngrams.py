@@ -3,13 +3,14 @@
 Input (a text input with ``tokenizer: ngrams``): ``input_ids`` int64 [B,K] feature indices,
 ``weights`` float [B,K] their TF-IDF values (0 at padding), ``attention_mask`` [B,K].
 ``pooled = sum_k weights_k * E[ids_k] (+ bias)``: exactly a linear layer over the sparse
-TF-IDF vector (a gather and a weighted sum, which exports to ONNX); ``feature_dropout`` drops
+TF-IDF vector (``embedding_bag``; a gather and a weighted sum while exporting to ONNX); ``feature_dropout`` drops
 features in training. Without ``weights`` (plain token ids) every id counts once per occurrence.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.config import ConfigError
@@ -43,6 +44,9 @@ class TextNgramEncoder(Encoder):
         if self.training and self.feature_dropout > 0:
             weights = weights * (torch.rand_like(weights) >= self.feature_dropout).to(weights.dtype) / (1 - self.feature_dropout)
         present = inputs["attention_mask"].bool().any(dim=1)  # [B]
-        pooled = (self.table(ids) * weights.unsqueeze(-1)).sum(dim=1) + self.bias  # [B,D]
+        if torch.onnx.is_in_onnx_export():  # a gather and a weighted sum: what every exporter knows
+            pooled = (self.table(ids) * weights.unsqueeze(-1)).sum(dim=1) + self.bias  # [B,D]
+        else:  # the same sum without the [B,K,D] intermediate (reviews have ~1,500 n-grams each)
+            pooled = F.embedding_bag(ids, self.table.weight, per_sample_weights=weights, mode="sum") + self.bias
         pooled = torch.where(present[:, None], pooled, torch.zeros_like(pooled))
         return EncoderOutput(tokens=pooled.unsqueeze(1), pooled=pooled, mask=present[:, None])

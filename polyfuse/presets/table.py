@@ -292,6 +292,15 @@ def plan_table(
     }
     if time_limit:
         choices.append(Choice("time limit", f"{time_limit:g} s", "--time-limit"))
+    selection = spec.get("selection")
+    if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
+        choices.append(Choice("selection", "none: one model", f"{len(frame)} rows > {selection['max_rows']}"))
+        selection = None
+    elif selection and len(inputs) > 1:
+        fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
+        choices.append(Choice("selection", f"by {'cross-validation' if cv_folds else 'validation'} among the fused model, "
+                              + ("each input alone, " if selection.get("unimodal", True) else "") + fusions,
+                              "the preset's selection" + (f" under --time-limit {time_limit:g} s" if time_limit else "")))
     config = Config.from_dict(raw)
     config.extra["choices"] = [c.to_dict() for c in choices]
-    return TablePlan(config, spec["name"], choices, cv_folds, spec.get("selection"), time_limit, train_rows)
+    return TablePlan(config, spec["name"], choices, cv_folds, selection, time_limit, train_rows)
