@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from polyfuse.data.collate import to_torch
+from polyfuse.data.dataset import _track
 from polyfuse.data.pipeline import DataPipeline, Example
 from polyfuse.encoders.features import FEATURES_KEY, FeatureEncoder
 
@@ -104,14 +105,6 @@ def plain_examples(dataset: Any) -> list[Example]:
         return [dataset[i] for i in range(len(dataset))]
     finally:
         dataset.augment = augment
-
-
-def _track(items: Any, progress: bool, description: str, total: int) -> Any:
-    if not progress or total < 2:
-        return items
-    from rich.progress import track
-
-    return track(items, description=description, total=total, transient=True)
 
 
 @torch.no_grad()

@@ -42,7 +42,6 @@ class Candidate:
     key: str
     overrides: list[str]
     scores: list[float] = field(default_factory=list)
-    best_epochs: list[int] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)  # optimizer steps each fold ran
     seconds: float = 0.0
     run: Path | None = None
@@ -83,18 +82,6 @@ def _score(metrics: dict[str, Any], monitor: str) -> float | None:
     _, task, metric = monitor.split("/", 2)
     value = (metrics.get("valid") or {}).get(task, {}).get(metric)
     return None if value is None else float(value)
-
-
-def _best_epoch(run: Path, monitor: str, mode: str) -> int | None:
-    try:
-        rows = json.loads((run / "history.json").read_text())
-    except (OSError, ValueError):
-        return None
-    scored = [r for r in rows if monitor in r]
-    if not scored:
-        return None
-    pick = max if mode == "max" else min
-    return int(pick(scored, key=lambda r: r[monitor])["epoch"]) + 1
 
 
 def _complete(run: Path) -> dict[str, Any] | None:
@@ -244,9 +231,6 @@ def _cross_validate(
             score = _score(metrics, monitor)
             if score is not None:
                 cand.scores.append(score)
-            epoch = _best_epoch(run, monitor, mode)
-            if epoch is not None:
-                cand.best_epochs.append(epoch)
             if metrics.get("steps_run"):
                 cand.steps.append(int(metrics["steps_run"]))
         if cand.skipped and len(cand.scores) < len(fold_files):
