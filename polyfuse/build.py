@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from polyfuse.config import ComponentConfig, Config, ConfigError, TaskConfig
+from polyfuse.config import ComponentConfig, Config, ConfigError, EnsembleMemberConfig, ModelConfig, TaskConfig
 from polyfuse.data.targets import target_max_length, target_options
 from polyfuse.registry import ENCODERS, FUSIONS, HEADS, OBJECTIVES, PROCESSORS, Registry
 from polyfuse.types import INPUT_KINDS, InputSpec
@@ -104,6 +104,14 @@ def validate_config(config: Config) -> None:
         kind = config.data.inputs[name].kind if name in config.data.inputs else None
         check_component(ENCODERS, comp, f"model.encoders.{name}", _INJECTED_ENCODER_ARGS, kind)
     check_component(FUSIONS, config.model.fusion, "model.fusion", _INJECTED_FUSION_ARGS)
+    for i, member in enumerate(config.model.ensemble):
+        path = f"model.ensemble[{i}]"
+        for name, comp in member.encoders.items():
+            kind = config.data.inputs[name].kind if name in config.data.inputs else None
+            check_component(ENCODERS, comp, f"{path}.encoders.{name}", _INJECTED_ENCODER_ARGS, kind)
+        check_component(FUSIONS, member.fusion, f"{path}.fusion", _INJECTED_FUSION_ARGS)
+        if member.weight < 0:
+            raise ConfigError(f"{path}.weight: must be >= 0, got {member.weight}")
     for tname, task in config.tasks.items():
         path = f"tasks.{tname}"
         try:
@@ -155,11 +163,38 @@ def head_offers(task: TaskConfig) -> dict[str, Any]:
     return {"max_length": target_max_length(task)} if task.type == "generation" else {}
 
 
+def member_config(config: Config, member: EnsembleMemberConfig) -> Config:
+    """The config of one ensemble member: ``config`` with the member's inputs, encoders and fusion."""
+    out = config.copy()
+    out.model = ModelConfig(encoders=dict(member.encoders), fusion=member.fusion, dim=member.dim)
+    out.data.use = list(member.inputs)
+    out.data.inputs = {k: v for k, v in out.data.inputs.items() if k in member.inputs}
+    out.objectives = {}
+    return out
+
+
+def build_ensemble(config: Config, specs: Mapping[str, InputSpec], task_dims: Mapping[str, int]) -> nn.Module:
+    """An EnsembleModel of ``config.model.ensemble``'s members (each built as its own MultimodalModel)."""
+    from polyfuse.ensemble import EnsembleModel
+
+    members = []
+    for i, member in enumerate(config.model.ensemble):
+        missing = [n for n in member.inputs if n not in specs]
+        if missing:
+            raise ConfigError(f"model.ensemble[{i}].inputs: {missing[0]!r} is not an input of the data pipeline")
+        members.append(build_model(member_config(config, member), {n: specs[n] for n in member.inputs}, task_dims))
+    return EnsembleModel(members, [m.weight for m in config.model.ensemble],
+                         {name: task.type for name, task in config.tasks.items()}, input_order=list(specs))
+
+
 def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mapping[str, int]) -> nn.Module:
-    """Build a MultimodalModel from a config, the fitted input specs and each task's output width."""
+    """Build a MultimodalModel (an EnsembleModel when ``model.ensemble`` lists members) from a config,
+    the fitted input specs and each task's output width."""
     from polyfuse.model import MultimodalModel
 
     ensure_registered()
+    if config.model.ensemble:
+        return build_ensemble(config, specs, task_dims)
     dim = config.model.dim
     encoders = {name: build_encoder(spec, config.model.encoders.get(name), dim) for name, spec in specs.items()}
     input_dims = {name: enc.output_dim for name, enc in encoders.items()}

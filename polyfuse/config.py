@@ -133,10 +133,29 @@ class DataConfig:
 
 
 @dataclass
+class EnsembleMemberConfig:
+    """One model of an ensemble: its inputs (a subset of ``data.inputs``), encoders and fusion.
+
+    The members share the config's data pipeline and tasks; their weights live in the
+    ensemble's ``model.safetensors`` under ``members.<i>.``.
+    """
+
+    name: str
+    weight: float
+    inputs: list[str]
+    encoders: dict[str, ComponentConfig] = field(default_factory=dict)
+    fusion: ComponentConfig = field(default_factory=lambda: ComponentConfig("concat"))
+    dim: int = 128
+
+
+@dataclass
 class ModelConfig:
     encoders: dict[str, ComponentConfig] = field(default_factory=dict)  # input name -> encoder
     fusion: ComponentConfig = field(default_factory=lambda: ComponentConfig("concat"))
     dim: int = 128  # default width for encoders / fusions that take ``dim``
+    # non-empty: the model is a weighted average of these members' predictions (written by the
+    # table selection; ``encoders`` / ``fusion`` above then describe the first member's data)
+    ensemble: list[EnsembleMemberConfig] = field(default_factory=list)
 
 
 @dataclass

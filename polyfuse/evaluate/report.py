@@ -102,7 +102,8 @@ def write_report(
     lines += [
         f"- data: `{config.data.dataset or config.data.train}`",
         f"- inputs: {', '.join(f'{k} ({v})' for k, v in encoders.items()) or '-'}",
-        f"- fusion: `{config.model.fusion.name}`",
+        f"- fusion: `{config.model.fusion.name}`" if not config.model.ensemble else
+        "- ensemble: " + ", ".join(f"`{m.name}` ({m.fusion.name}, weight {m.weight:.2f})" for m in config.model.ensemble),
     ]
     for key in ("parameters", "train_seconds", "epochs_run", "steps_run", "best_epoch", "monitor"):
         if key in summary:

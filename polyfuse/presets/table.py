@@ -301,6 +301,9 @@ def plan_table(
         choices.append(Choice("selection", f"by {'cross-validation' if cv_folds else 'validation'} among the fused model, "
                               + ("each input alone, " if selection.get("unimodal", True) else "") + fusions,
                               "the preset's selection" + (f" under --time-limit {time_limit:g} s" if time_limit else "")))
+        if int(selection.get("ensemble") or 0) > 1:
+            choices.append(Choice("ensemble", f"up to the top {int(selection['ensemble'])} candidates, weighted",
+                                  "greedy ensemble selection on held-out predictions; kept only when it beats the best single candidate there"))
     config = Config.from_dict(raw)
     config.extra["choices"] = [c.to_dict() for c in choices]
     return TablePlan(config, spec["name"], choices, cv_folds, selection, time_limit, train_rows)

@@ -29,6 +29,8 @@ import pandas as pd
 from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
 from polyfuse.presets.table import TablePlan
+from polyfuse.checkpoint import load_model_dir
+from polyfuse.train.ensemble import MemberPredictions, greedy_weights, member_predictions, metric_function, save_ensemble
 from polyfuse.train.metrics import monitor_mode
 from polyfuse.train.runner import RunResult, run_training
 
@@ -137,7 +139,7 @@ def _select(
     monitor = config.train.monitor or ""
     mode = monitor_mode(monitor)
     for i, cand in enumerate(candidates):
-        run = out / CANDIDATES / cand.key.replace(" ", "_").replace("+", "_")
+        run = out / CANDIDATES / _slug(cand.key)
         cand.run = run
         metrics = _complete(run)
         if metrics is None:
@@ -160,9 +162,86 @@ def _select(
         raise PolyfuseError("no candidate finished with a validation score; give a larger --time-limit")
     winner = ranked[0]
     assert winner.run is not None
-    _adopt(winner.run, out)
-    _finish(out, plan, candidates, winner, time.perf_counter() - started)
+    ensemble = None
+    size = _ensemble_size(plan)
+    if size > 1 and len(ranked) > 1:
+        held_out = [_valid_predictions(c, config) for c in ranked[:size]]
+        ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
+    if ensemble is not None:
+        _clear_model_files(out)
+        save_ensemble([(c.key, w, load_model_dir(c.run)) for c, w in ensemble.members if c.run], out)  # type: ignore[arg-type]
+    else:
+        _adopt(winner.run, out)
+    _finish(out, plan, candidates, None if ensemble else winner, time.perf_counter() - started, ensemble=ensemble)
     return RunResult(out, json.loads((out / "metrics.json").read_text()), Config.from_yaml(out / "config.yaml"))
+
+
+@dataclass
+class Ensemble:
+    members: list[tuple[Candidate, float]]  # (candidate, weight > 0)
+    score: float  # on the rows the weights were fitted on (optimistic)
+    best_single: float
+
+    @property
+    def key(self) -> str:
+        return "ensemble: " + ", ".join(f"{c.key} {w:.2f}" for c, w in self.members)
+
+
+def _ensemble_size(plan: TablePlan) -> int:
+    return int((plan.selection or {}).get("ensemble") or 0)
+
+
+def _task(config: Config) -> tuple[str, str, str]:
+    """(task name, task type, metric) the selection ranks by."""
+    _, task, metric = (config.train.monitor or "").split("/", 2)
+    return task, config.tasks[task].type, metric
+
+
+def _valid_predictions(cand: Candidate, config: Config) -> MemberPredictions | None:
+    assert cand.run is not None
+    try:
+        return member_predictions(cand.run, "valid", _task(config)[0])
+    except PolyfuseError:
+        return None
+
+
+def _fit_ensemble(
+    cands: list[Candidate], held_out: list[MemberPredictions | None], config: Config, say: Callable[[str], None],
+) -> Ensemble | None:
+    """Greedy ensemble weights on held-out predictions; None when one member alone is as good."""
+    pairs = [(c, p) for c, p in zip(cands, held_out) if p is not None]
+    if len(pairs) < 2:
+        return None
+    first = pairs[0][1]
+    same = [(c, p) for c, p in pairs if np.array_equal(p.rows, first.rows) and p.classes == first.classes]
+    if len(same) < len(pairs):
+        say(f"ensemble: {len(pairs) - len(same)} candidate(s) left out (other held-out rows or classes)")
+    if len(same) < 2:
+        return None
+    _, kind, metric = _task(config)
+    mode = monitor_mode(config.train.monitor or "")
+    score = metric_function(kind, metric)
+    weights, value = greedy_weights([p.preds for _, p in same], first.labels, score, mode)
+    members = [(c, w) for (c, _), w in zip(same, weights) if w > 0]
+    best_single = score(first.preds, first.labels)
+    if len(members) < 2:
+        say(f"ensemble: {same[0][0].key} alone is as good on the held-out rows; no ensemble")
+        return None
+    ensemble = Ensemble(members, value, best_single)
+    say(f"{ensemble.key}: held-out {metric} {value:.4f} (best single {best_single:.4f})")
+    return ensemble
+
+
+def _clear_model_files(out: Path) -> None:
+    """Remove a previous model (adopted or saved) from ``out``, keeping the candidates and the written table."""
+    (out / "COMPLETE").unlink(missing_ok=True)
+    for item in out.iterdir():
+        if item.name in (CANDIDATES, CV, "data"):
+            continue
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def _ranked(candidates: list[Candidate], mode: str) -> list[Candidate]:
@@ -218,7 +297,7 @@ def _cross_validate(
     base = ["data.split.valid=0.0", "data.split.test=0.0", "data.test=null"]
     for i, cand in enumerate(candidates):
         for f, (train_file, valid_file) in enumerate(fold_files):
-            run = out / CV / cand.key.replace(" ", "_").replace("+", "_") / f"fold{f}"
+            run = out / CV / _slug(cand.key) / f"fold{f}"
             metrics = _complete(run)
             if metrics is None:
                 if deadline is not None and (i > 0 or f > 0) and time.perf_counter() > deadline - MIN_CANDIDATE_SECONDS:
@@ -241,22 +320,88 @@ def _cross_validate(
     if not ranked:
         raise PolyfuseError("no candidate finished its cross-validation; give a larger --time-limit")
     winner = ranked[0]
+    steps_per_epoch = max(1, -(-len(frame) // config.data.batch_size))
+    ensemble = None
+    size = _ensemble_size(plan)
+    if size > 1 and len(ranked) > 1:
+        held_out = [_out_of_fold(c, out, folds, config) for c in ranked[:size]]
+        ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
+    chosen = [c for c, _ in ensemble.members] if ensemble else [winner]
+    refits: list[tuple[Candidate, Path, Config, int]] = []
+    for i, cand in enumerate(chosen):
+        if i > 0 and deadline is not None and time.perf_counter() > deadline - MIN_CANDIDATE_SECONDS:
+            say(f"refit of {cand.key} skipped: time limit reached")
+            continue
+        run = out / CV / "refit" if len(chosen) == 1 else out / CV / "refit" / _slug(cand.key)
+        cfg, epochs = _refit(cand, config, pool_file, test_file, steps_per_epoch, len(frame), run, progress, say)
+        refits.append((cand, run, cfg, epochs))
+    if ensemble is not None and len(refits) > 1:
+        weights = {c.key: w for c, w in ensemble.members}
+        _clear_model_files(out)
+        save_ensemble([(c.key, weights[c.key], load_model_dir(run)) for c, run, _, _ in refits], out)
+        ensemble.members = [(c, weights[c.key]) for c, _, _, _ in refits]
+        result_config = Config.from_yaml(out / "config.yaml")
+        epochs = refits[0][3]
+    else:
+        cand, run, result_config, epochs = refits[0]
+        ensemble = None
+        _adopt(run, out)
+    _finish(out, plan, candidates, None if ensemble else refits[0][0], time.perf_counter() - started,
+            refit_epochs=epochs, ensemble=ensemble)
+    return RunResult(out, json.loads((out / "metrics.json").read_text()), result_config)
+
+
+def _slug(key: str) -> str:
+    return key.replace(" ", "_").replace("+", "_")
+
+
+def _refit(
+    cand: Candidate, config: Config, pool_file: str, test_file: str | None, steps_per_epoch: int, rows: int,
+    run: Path, progress: bool | None, say: Callable[[str], None],
+) -> tuple[Config, int]:
+    """Train ``cand`` on every training row for the median step count of its folds, into ``run``."""
     # the refit runs the schedule the folds ran (same number of optimizer steps, same decay): on a
     # tiny table the epoch of the best fold score is noise, the end of a regularized schedule is not
-    steps_per_epoch = max(1, -(-len(frame) // config.data.batch_size))
-    steps = int(statistics.median(winner.steps)) if winner.steps else config.train.max_steps
+    steps = int(statistics.median(cand.steps)) if cand.steps else config.train.max_steps
     epochs = max(1, -(-max(1, steps) // steps_per_epoch))
-    refit = winner.overrides + [
+    refit = cand.overrides + [
         f"data.train={pool_file}", "data.valid=null", f"data.test={test_file or 'null'}",
         "data.split.valid=0.0", "data.split.test=0.0", f"train.epochs={epochs}",
         f"train.max_steps={epochs * steps_per_epoch}", "train.min_steps=0", "train.early_stopping.patience=null",
         "train.monitor=null", f"train.eval_every_n_epochs={max(1, epochs)}",
     ] + [f"tasks.{t}.threshold=none" for t in config.tasks]
-    say(f"refit {winner.key} on all {len(frame)} training rows for {epochs} epochs (the folds' median length)")
-    result = run_training(config.with_overrides(refit), out / CV / "refit", overwrite=True, progress=progress)
-    _adopt(out / CV / "refit", out)
-    _finish(out, plan, candidates, winner, time.perf_counter() - started, refit_epochs=epochs)
-    return RunResult(out, json.loads((out / "metrics.json").read_text()), result.config)
+    say(f"refit {cand.key} on all {rows} training rows for {epochs} epochs (the folds' median length)")
+    done = _complete(run)
+    if done is not None and Config.from_yaml(run / "config.yaml").train.epochs == epochs:
+        return Config.from_yaml(run / "config.yaml"), epochs
+    result = run_training(config.with_overrides(refit), run, overwrite=True, progress=progress)
+    return result.config, epochs
+
+
+def _out_of_fold(
+    cand: Candidate, out: Path, folds: list[tuple[np.ndarray, np.ndarray]], config: Config,
+) -> MemberPredictions | None:
+    """The candidate's predictions on every training row, each from the fold model that did not see it."""
+    if len(cand.scores) != len(folds):
+        return None
+    task = _task(config)[0]
+    parts = []
+    for f, (_, va) in enumerate(folds):
+        run = out / CV / _slug(cand.key) / f"fold{f}"
+        try:
+            got = member_predictions(run, "valid", task)
+        except PolyfuseError:
+            return None
+        if len(got.rows) != len(va) or (parts and got.classes != parts[0][1].classes):
+            return None
+        parts.append((va[got.rows], got))
+    index = np.concatenate([p[0] for p in parts])
+    order = np.argsort(index, kind="stable")
+    return MemberPredictions(
+        out / CV / _slug(cand.key), index[order],
+        np.concatenate([p[1].preds for p in parts])[order], np.concatenate([p[1].labels for p in parts])[order],
+        parts[0][1].classes,
+    )
 
 
 def _adopt(run: Path, out: Path) -> None:
@@ -273,7 +418,7 @@ def _adopt(run: Path, out: Path) -> None:
 
 def _finish(
     out: Path, plan: TablePlan, candidates: list[Candidate], winner: Candidate | None, seconds: float,
-    refit_epochs: int | None = None,
+    refit_epochs: int | None = None, ensemble: Ensemble | None = None,
 ) -> None:
     """Preset choices (already in the report via the config) plus the leaderboard and totals."""
     metrics_path = out / "metrics.json"
@@ -283,7 +428,15 @@ def _finish(
     lines = []
     if candidates:
         how = f"{plan.cv_folds}-fold cross-validation" if plan.cv_folds else "the validation split"
-        lines += ["", "## Selection", "", f"Candidates scored on {how}; the best is the model of this directory."
+        if ensemble is not None:
+            held = "out-of-fold predictions" if plan.cv_folds else "the validation rows"
+            kept = ("the weighted average of the members' predictions (weights fitted greedily on "
+                    f"{held}) is the model of this directory: {ensemble.key}. Its held-out score, "
+                    f"{ensemble.score:.4f} against {ensemble.best_single:.4f} for the best single candidate, "
+                    "is optimistic: the weights were fitted on those rows.")
+        else:
+            kept = "the best is the model of this directory."
+        lines += ["", "## Selection", "", f"Candidates scored on {how}; {kept}"
                   + (f" Refit on every training row for {refit_epochs} epochs." if refit_epochs else ""), "",
                   "| rank | candidate | valid score | train s | note |", "|---|---|---|---|---|"]
         mode = monitor_mode(plan.config.train.monitor or "")
@@ -293,12 +446,19 @@ def _finish(
         for rank, cand in enumerate(ranked + rest, start=1):
             score = "-" if cand.score is None else (
                 f"{cand.score:.4f}" + (f" ± {statistics.pstdev(cand.scores):.4f}" if len(cand.scores) > 1 else ""))
-            note = "chosen" if cand is winner else (cand.skipped or "")
+            weight = dict((c.key, w) for c, w in ensemble.members).get(cand.key) if ensemble else None
+            note = "chosen" if cand is winner else (f"ensemble weight {weight:.2f}" if weight else (cand.skipped or ""))
             lines.append(f"| {rank if cand.score is not None else '-'} | {cand.key} | {score} | {cand.seconds:.1f} | {note} |")
             board.append({"candidate": cand.key, "score": cand.score, "scores": cand.scores, "seconds": round(cand.seconds, 2),
                           "skipped": cand.skipped, "chosen": cand is winner})
         metrics["selection"] = {"monitor": plan.config.train.monitor, "folds": plan.cv_folds, "candidates": board,
-                                "chosen": winner.key if winner else None, "refit_epochs": refit_epochs}
+                                "chosen": winner.key if winner else ("ensemble" if ensemble else None),
+                                "refit_epochs": refit_epochs}
+        if ensemble is not None:
+            metrics["selection"]["ensemble"] = {
+                "members": [{"candidate": c.key, "weight": round(w, 4)} for c, w in ensemble.members],
+                "held_out_score": ensemble.score, "best_single_held_out": ensemble.best_single,
+            }
         (out / "leaderboard.md").write_text("\n".join(lines[2:]) + "\n", encoding="utf-8")
     lines += ["", f"Total time: {seconds:.1f} s (preset `{plan.preset}`).", ""]
     report = out / "report.md"

@@ -1,0 +1,120 @@
+"""Ensembles: greedy weights on held-out predictions, one model directory every tool loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import polyfuse
+from polyfuse.checkpoint import load_model_dir
+from polyfuse.errors import PolyfuseError
+from polyfuse.train.ensemble import greedy_weights, member_predictions, merged_pipeline, metric_function, save_ensemble
+from test_presets import avmnist_table
+
+
+def _accuracy(preds: np.ndarray, labels: np.ndarray) -> float:
+    return float((preds.argmax(1) == labels).mean())
+
+
+def test_greedy_weights_combine_complementary_members_and_drop_a_useless_one() -> None:
+    labels = np.array([0, 1] * 20)
+    correct = np.eye(2)[labels]
+    first_half = np.arange(40) < 20
+    # a: sure and right on the first half, slightly wrong on the second; b the other way round
+    a = np.where(first_half[:, None], 0.9 * correct + 0.05, 0.6 * (1 - correct) + 0.2)
+    b = np.where(first_half[:, None], 0.6 * (1 - correct) + 0.2, 0.9 * correct + 0.05)
+    useless = np.full((40, 2), 0.5)
+    weights, score = greedy_weights([a, useless, b], labels, _accuracy, "max")
+    assert _accuracy(a, labels) == 0.5 and _accuracy(b, labels) == 0.5
+    assert score == 1.0 and weights[0] > 0 and weights[2] > 0 and weights[1] == 0
+    assert abs(sum(weights) - 1) < 1e-9
+
+
+def test_greedy_weights_never_lose_to_the_best_member_and_minimize_errors() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    members = [y + rng.normal(scale=s, size=200) for s in (0.3, 0.5, 2.0)]
+    rmse = lambda p, t: float(np.sqrt(np.mean((p - t) ** 2)))  # noqa: E731
+    weights, score = greedy_weights(members, y, rmse, "min")
+    assert score <= min(rmse(m, y) for m in members)
+    assert score < rmse(members[0], y)  # two independent noisy members average to less noise
+    assert weights[2] < weights[0]
+
+
+@pytest.fixture(scope="module")
+def selection_run(avmnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """medium on 240 AV-MNIST rows: the fused model and each input alone, trained briefly."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    path = avmnist_table(avmnist, folder / "data", 240, extra_id=False)
+    polyfuse.fit(str(path), label="digit", preset="medium", out=folder / "run", progress=False,
+                 overrides=["train.max_steps=40", "train.min_steps=20", "train.threads=1"])
+    return folder
+
+
+def test_an_ensemble_directory_predicts_the_weighted_mean_of_its_members(selection_run: Path) -> None:
+    candidates = selection_run / "run" / "candidates"
+    audio, image = load_model_dir(candidates / "audio_only"), load_model_dir(candidates / "image_only")
+    out = selection_run / "ensemble"
+    metrics = save_ensemble([("audio only", 0.7, audio), ("image only", 0.3, image)], out)
+    assert metrics["ensemble"] == [{"member": "audio only", "weight": 0.7}, {"member": "image only", "weight": 0.3}]
+    assert {"valid", "test"} <= set(metrics) and 0.0 <= metrics["test"]["digit"]["acc"] <= 1.0
+
+    table = str(selection_run / "data" / "table.csv")
+    ensemble = polyfuse.load(out)
+    got = ensemble.predict(table)
+    columns = [c for c in got.columns if c.startswith("digit:p:")]
+    expected = 0.7 * polyfuse.load(candidates / "audio_only").predict(table)[columns].to_numpy() + \
+        0.3 * polyfuse.load(candidates / "image_only").predict(table)[columns].to_numpy()
+    np.testing.assert_allclose(got[columns].to_numpy(), expected, atol=1e-5)
+    assert set(ensemble.inputs) == {"audio", "image"}
+    # a row without one input still gets the other member's opinion, weighted as saved
+    assert (got["digit"].astype(str) == pd.read_csv(table)["digit"].astype(str)).mean() > 0.5
+
+
+def test_an_ensemble_exports_to_onnx_with_parity(selection_run: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from polyfuse.deploy.export import export_checkpoint
+
+    out = selection_run / "ensemble"
+    if not (out / "COMPLETE").is_file():
+        candidates = selection_run / "run" / "candidates"
+        save_ensemble([("audio only", 0.5, load_model_dir(candidates / "audio_only")),
+                       ("image only", 0.5, load_model_dir(candidates / "image_only"))], out)
+    exported = export_checkpoint(out, selection_run / "onnx")
+    assert exported.summary()["max_abs_diff"] < 1e-3 and exported.summary()["rows_checked"] > 0
+
+
+def test_member_predictions_are_aligned_by_row_and_pipelines_must_agree(selection_run: Path) -> None:
+    candidates = selection_run / "run" / "candidates"
+    late = member_predictions(candidates / "late", "valid", "digit")
+    audio = member_predictions(candidates / "audio_only", "valid", "digit")
+    assert np.array_equal(late.rows, audio.rows) and np.array_equal(late.labels, audio.labels)
+    assert late.preds.shape == (len(late.rows), 10)
+    assert metric_function("classification", "acc")(late.preds, late.labels) == pytest.approx(
+        json.loads((candidates / "late" / "metrics.json").read_text())["valid"]["digit"]["acc"], abs=1e-6)
+    a, b = load_model_dir(candidates / "late"), load_model_dir(candidates / "audio_only")
+    assert set(merged_pipeline([b, a]).processors) == {"audio", "image"}
+    b.pipeline.processors["audio"].load_state_dict({**b.pipeline.processors["audio"].state_dict(), "mean": [123.0]})
+    with pytest.raises(PolyfuseError, match="fitted differently"):
+        merged_pipeline([a, b])
+
+
+def test_the_ensemble_config_validates_its_members(selection_run: Path) -> None:
+    from polyfuse.build import validate_config
+    from polyfuse.config import Config, ConfigError
+
+    out = selection_run / "ensemble"
+    if not (out / "COMPLETE").is_file():
+        pytest.skip("needs the ensemble of the previous test")
+    config = Config.from_yaml(out / "config.yaml")
+    assert [m.name for m in config.model.ensemble] == ["audio only", "image only"]
+    bad = config.to_dict()
+    bad["model"]["ensemble"][1]["fusion"] = {"name": "concatt"}
+    with pytest.raises(ConfigError, match=r"model\.ensemble\[1\]\.fusion\.name.*did you mean 'concat'"):
+        validate_config(Config.from_dict(bad))
+    assert torch.isclose(load_model_dir(out).model.weights.sum(), torch.tensor(1.0))
