@@ -134,6 +134,36 @@ def test_missing_modality_does_not_affect_its_row(name: str) -> None:
             ), f"{name}: {modality} has no effect even where present"
 
 
+def poisoned(features: dict[str, EncoderOutput], present: dict[str, Tensor], fill: float) -> dict[str, EncoderOutput]:
+    """``features`` with ``fill`` (NaN or inf) wherever the fusion must not look: the pooled
+    features and tokens of absent rows, and the masked token positions of present rows."""
+    out = {}
+    for name, f in features.items():
+        absent = ~present[name].bool()
+        tokens = torch.where(absent[:, None, None] | ~f.mask[..., None], torch.full_like(f.tokens, fill), f.tokens)
+        pooled = torch.where(absent[:, None], torch.full_like(f.pooled, fill), f.pooled)
+        out[name] = EncoderOutput(tokens, pooled, f.mask)
+    return out
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", NAMES)
+def test_nan_and_inf_where_inputs_are_missing_or_masked_do_not_leak(name: str, fill: float) -> None:
+    fusion = build(name).eval()
+    present = make_present()
+    clean = make_features()
+    for f in clean.values():
+        f.mask[4:] = False  # the last row has nothing: its modalities arrive with all-false masks
+    zeroed = poisoned(clean, present, 0.0)
+    with torch.no_grad():
+        ref = fusion(zeroed, present)
+        out = fusion(poisoned(clean, present, fill), present)
+    for row in range(5):
+        for key, value in row_outputs(out, row).items():
+            assert torch.isfinite(value).all(), f"{name}: {fill} leaked into {key} of row {row}"
+            assert torch.allclose(value, row_outputs(ref, row)[key], atol=1e-5), f"{name}: {key} of row {row} changed"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_row_with_everything_missing_is_finite(name: str) -> None:
     fusion = build(name).train()

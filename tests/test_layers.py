@@ -299,3 +299,24 @@ def test_patch_embed_shape() -> None:
     patches = PatchEmbed(3, 8, patch_size=4)
     assert patches(torch.randn(2, 3, 16, 12)).shape == (2, 12, 8)
     assert patches.num_patches(16, 12) == 12
+
+
+@pytest.mark.parametrize("fill", [float("nan"), float("inf"), float("-inf")])
+def test_pooling_helpers_ignore_nan_and_inf_at_masked_positions(fill: float) -> None:
+    from polyfuse.layers import pooling
+
+    torch.manual_seed(0)
+    tokens = torch.randn(3, 4, 5)
+    mask = torch.tensor([[True, True, False, False], [True, False, True, False], [False, False, False, False]])
+    dirty = torch.where(mask[..., None], tokens, torch.full_like(tokens, fill))
+    clean = torch.where(mask[..., None], tokens, torch.zeros_like(tokens))
+    lengths = torch.tensor([2, 1, 0])
+    for name in ("masked_mean", "masked_max", "masked_min", "masked_std", "zero_masked"):
+        fn = getattr(pooling, name)
+        got, expected = fn(dirty, mask), fn(clean, mask)
+        assert torch.isfinite(got).all(), f"{name}: {fill} leaked"
+        torch.testing.assert_close(got, expected, msg=f"{name} changed")
+    prefix = pooling.lengths_to_mask(lengths, 4)
+    dirty = torch.where(prefix[..., None], tokens, torch.full_like(tokens, fill))
+    assert torch.isfinite(pooling.gather_last(dirty, lengths)).all()
+    assert (pooling.gather_last(dirty, lengths)[2] == 0).all()

@@ -63,6 +63,9 @@ class MultiHeadAttention(nn.Module):
         if key_mask is not None:
             usable, has_key = safe_key_mask(key_mask.bool())
             attn_mask = usable[:, None, None, :]  # [B,1,1,Tk]
+            # masked keys/values get exact zeros: attention weight 0 times a NaN value is still NaN
+            k = torch.where(attn_mask.transpose(-1, -2), k, torch.zeros_like(k))
+            v = torch.where(attn_mask.transpose(-1, -2), v, torch.zeros_like(v))
         dropout = self.dropout if self.training else 0.0
         weights: Tensor | None = None
         if need_weights:
@@ -75,10 +78,9 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
         out = self.out_proj(out.transpose(1, 2).reshape(query.shape[0], query.shape[1], self.dim))
         if has_key is not None:
-            keep = has_key.to(out.dtype)
-            out = out * keep[:, None, None]
+            out = torch.where(has_key[:, None, None], out, torch.zeros_like(out))
             if weights is not None:
-                weights = weights * keep[:, None, None, None]
+                weights = torch.where(has_key[:, None, None, None], weights, torch.zeros_like(weights))
         return out, weights
 
 
