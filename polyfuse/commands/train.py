@@ -54,6 +54,10 @@ def register(app: typer.Typer) -> None:
         from polyfuse.config import ConfigError
 
         items = list(args or [])
+        from polyfuse.train.devices import check_device_options
+
+        check_device_options(accelerator or "auto", strategy or "auto", 1 if devices is None else devices,
+                             1 if num_nodes is None else num_nodes)  # before any data is read
         if not data:
             given = [flag for flag, value in (("--metric", metric), ("--time-limit", time_limit), ("--group", group)) if value is not None]
             if preset != "medium":

@@ -134,6 +134,7 @@ def run_training(
     from polyfuse.data.pipeline import DataPipeline
     from polyfuse.data.prepare import prepare_data
     from polyfuse.evaluate.report import evaluate_model, load_history, write_report
+    from polyfuse.train.devices import check_train_devices
     from polyfuse.train.init import freeze, load_matching_weights
 
     _quiet_lightning()
@@ -150,6 +151,7 @@ def run_training(
             raise PolyfuseError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
         shutil.rmtree(out)
     validate_config(config)
+    check_train_devices(config.train)
     cfg_train = config.train
     show = cfg_train.progress if progress is None else progress
     if cfg_train.threads:
