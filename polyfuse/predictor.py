@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
+from polyfuse.row_problems import NO_INPUT, usable_rows, warn_about_problems
 from polyfuse.train.module import task_predictions
 
 
@@ -85,9 +86,14 @@ class Predictor:
             batch, report = self.pipeline.batch_from_rows(chunk, root=root_path, policy=policy)
             preds = self.predict_batch(batch)
             rows_idx = np.asarray(batch["row"])
+            # a row with no usable input gets no prediction: a label from nothing would look real
+            usable = usable_rows(batch, self.specs)
+            blind = rows_idx[~usable]
             part = pd.DataFrame(index=range(len(chunk)))
             for name, task in self.config.tasks.items():
-                values = preds[name]
+                values = np.array(preds[name], dtype=np.float64 if task.type != "generation" else preds[name].dtype)
+                if task.type != "generation" and len(blind):
+                    values[~usable] = np.nan
                 if task.type == "classification":
                     classes = self.classes(name)
                     full = np.full((len(chunk), values.shape[1]), np.nan)
@@ -102,23 +108,28 @@ class Predictor:
                     part[name] = col
                 elif task.type == "generation":  # generated ids -> text; None for dropped rows
                     texts: list[str | None] = [None] * len(chunk)
-                    for r, text in zip(rows_idx, self.pipeline.labels[name].decode(values)):
-                        texts[int(r)] = text
+                    for r, text, ok in zip(rows_idx, self.pipeline.labels[name].decode(values), usable):
+                        texts[int(r)] = text if ok else None
                     part[name] = texts
                 else:
                     classes = self.classes(name)
                     full = np.full((len(chunk), values.shape[1]), np.nan)
                     full[rows_idx] = values
-                    part[name] = ["|".join(str(c) for c, p in zip(classes, r) if p >= 0.5) for r in full]
+                    part[name] = [None if np.isnan(r).any() else "|".join(str(c) for c, p in zip(classes, r) if p >= 0.5) for r in full]
                     for j, cls in enumerate(classes):
                         part[f"{name}:p:{cls}"] = full[:, j]
             problems: dict[int, list[str]] = {}
             for entry in report.entries:
                 problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")
+            dropped = set(range(len(chunk))) - set(int(r) for r in rows_idx)
+            for r in [*map(int, blind), *dropped]:
+                problems.setdefault(r, []).append(NO_INPUT)
             part["problems"] = ["; ".join(problems.get(i, [])) for i in range(len(chunk))]
             part.index = range(start, start + len(chunk))
             outputs.append(part)
-        return pd.concat(outputs) if outputs else pd.DataFrame()
+        result = pd.concat(outputs) if outputs else pd.DataFrame()
+        warn_about_problems(result, root_path)
+        return result
 
     def evaluate(self, data: str | Path | None = None, *, split: str = "test", batch_size: int = 256) -> dict[str, Any]:
         """Metrics on a manifest (with label columns) or, by default, the training config's test split."""

@@ -155,11 +155,20 @@ def register(app: typer.Typer) -> None:
         """Predict every row of a manifest: labels and class probabilities per task."""
         from polyfuse.api import load
 
+        import warnings
+
+        from polyfuse.row_problems import PredictionProblemsWarning
+
         predictor = load(ckpt)
-        frame = predictor.predict(data, root=root)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PredictionProblemsWarning)
+            frame = predictor.predict(data, root=root)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index_label="row")
         typer.echo(f"wrote {len(frame)} predictions to {out}")
+        for warning in caught:
+            if issubclass(warning.category, PredictionProblemsWarning):
+                typer.secho(f"warning: {warning.message}", fg=typer.colors.YELLOW, err=True)
 
 
 def _print_summary(metrics: dict, run_dir: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from polyfuse.errors import CheckpointError
+from polyfuse.row_problems import NO_INPUT, usable_rows, warn_about_problems
 
 META_FILE = "onnx_model.json"  # same names as polyfuse.deploy.export (which imports torch)
 FORMAT = "polyfuse-onnx"
@@ -139,10 +140,19 @@ class OnnxPredictor:
             batch, report = self.pipeline.batch_from_rows(chunk, root=root_path, policy=policy)
             kept = np.asarray(batch["row"], dtype=np.int64)
             preds = self.predict_batch(batch) if len(kept) else {t: np.zeros((0, max(1, len(self._classes[t])))) for t in self.tasks}
-            part = predictions_frame(preds, kept, len(chunk), self.tasks, self._classes, report)
+            usable = usable_rows(batch, self.inputs)  # a row with no usable input gets no prediction
+            preds = {t: np.asarray(v)[usable] for t, v in preds.items()}
+            part = predictions_frame(preds, kept[usable], len(chunk), self.tasks, self._classes, report)
+            blind = sorted(set(range(len(chunk))) - set(int(r) for r in kept[usable]))
+            cells = list(part["problems"])
+            for r in blind:
+                cells[r] = "; ".join([c for c in (cells[r], NO_INPUT) if c])
+            part["problems"] = cells
             part.index = range(start, start + len(chunk))
             parts.append(part)
-        return pd.concat(parts) if parts else pd.DataFrame()
+        result = pd.concat(parts) if parts else pd.DataFrame()
+        warn_about_problems(result, root_path)
+        return result
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.path)!r}, inputs={self.inputs}, tasks={self.tasks})"
