@@ -22,7 +22,8 @@ def problems_summary(frame: pd.DataFrame, root: Path | None = None, limit: int =
     """One line when more than 5% of ``frame``'s rows have a problem (count and first reasons), else None."""
     if "problems" not in frame.columns or frame.empty:
         return None
-    flagged = frame["problems"].astype(str).str.len() > 0
+    # an empty optional cell is missing data, not a problem: rows with only those do not count
+    flagged = frame["problems"].astype(str).map(lambda cell: any(r and not r.endswith(": empty value") for r in cell.split("; ")))
     count = int(flagged.sum())
     if count <= PROBLEM_SHARE_WARNING * len(frame):
         return None

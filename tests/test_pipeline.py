@@ -182,6 +182,22 @@ def test_report_save_and_summary(tmp_path: Path) -> None:
     assert DataReport.load(tmp_path).entries == report.entries
 
 
+def test_empty_optional_cells_are_counted_as_missing_apart_from_problems(tmp_path: Path) -> None:
+    report = DataReport()
+    for row in range(654):  # a table where most rows simply have no sound
+        report.add(split="train", row=row, column="sound", file="m.csv", reason="empty value", action="marked missing",
+                   problem="empty value", input="sound")
+    report.add(split="train", row=7, column="image", file="m.csv", reason="7.png: truncated", action="marked missing",
+               problem="unreadable file", input="image")
+    summary = report.summary()
+    assert summary["missing"] == {"sound": 654}
+    assert summary["total"] == 1 and summary["by_reason"] == {"image: unreadable file": 1}
+    _, md = report.save(tmp_path)
+    text = md.read_text()
+    assert "missing: 654 rows of `sound`" in text and "Rows with a problem: 1 (1 entries)" in text
+    assert "| train | m.csv | 7 | image |" in text and "| 8 | sound |" not in text
+
+
 def test_config_and_column_errors(fitted) -> None:  # noqa: ANN001
     _, train, _, root = fitted
     bad = DataConfig(inputs={"image": InputConfig("image", {"column": "image", "colour": 3})})

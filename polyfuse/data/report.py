@@ -22,6 +22,8 @@ from typing import Any, Iterable
 from polyfuse.config import ConfigError
 from polyfuse.errors import DataError
 
+EMPTY = "empty value"  # the category of an empty input cell (normal missing data)
+
 POLICIES: tuple[str, ...] = ("missing", "skip", "error")
 
 #: Problem stages: an unusable input (the policy applies), an imputed value, an ignored label.
@@ -138,17 +140,28 @@ class DataReport:
             }
         )
 
+    def problems(self) -> list[dict[str, Any]]:
+        """Entries that are problems: everything but empty input cells (normal missing data)."""
+        return [e for e in self.entries if not is_blank(e)]
+
     def summary(self) -> dict[str, Any]:
-        """Counts: distinct affected rows (``total``), per split, per problem kind, per action."""
+        """Counts of problems: distinct affected rows (``total``), per split, per problem kind, per action;
+        and, apart, ``missing``: rows per input column whose cell was simply empty (marked missing)."""
         rows_by_split: dict[str, set[int]] = {}
-        for e in self.entries:
+        problems = self.problems()
+        for e in problems:
             rows_by_split.setdefault(str(e["split"]), set()).add(e["row"])
+        blank: dict[str, set[tuple[str, int]]] = {}
+        for e in self.entries:
+            if is_blank(e):
+                blank.setdefault(str(e["column"]), set()).add((str(e["split"]), e["row"]))
         return {
             "total": sum(len(rows) for rows in rows_by_split.values()),
-            "entries": len(self.entries),
+            "entries": len(problems),
             "by_split": {split: len(rows) for split, rows in rows_by_split.items()},
-            "by_reason": dict(Counter(f"{e['column']}: {e['problem']}" for e in self.entries).most_common()),
-            "by_action": dict(Counter(e["action"] for e in self.entries).most_common()),
+            "by_reason": dict(Counter(f"{e['column']}: {e['problem']}" for e in problems).most_common()),
+            "by_action": dict(Counter(e["action"] for e in problems).most_common()),
+            "missing": {column: len(rows) for column, rows in sorted(blank.items(), key=lambda kv: -len(kv[1]))},
         }
 
     # ------------------------------------------------------------------ files
@@ -175,8 +188,13 @@ class DataReport:
     def to_markdown(self) -> str:
         summary = self.summary()
         lines = ["# Data report", ""]
-        if not self.entries:
-            lines += ["No problems found: every row was read as it is.", ""]
+        if summary["missing"]:
+            lines += ["Empty cells in input columns (normal missing data, the input is marked missing in that row):", ""]
+            lines += [f"- missing: {count} rows of `{column}`" for column, count in summary["missing"].items()]
+            lines.append("")
+        problems = self.problems()
+        if not problems:
+            lines += ["No problems found: every other cell was read as it is.", ""]
             return "\n".join(lines)
         lines += [f"Rows with a problem: {summary['total']} ({summary['entries']} entries).", ""]
         lines += ["| split | rows |", "|---|---|"]
@@ -186,14 +204,19 @@ class DataReport:
         lines += ["", "| action | count |", "|---|---|"]
         lines += [f"| {action} | {count} |" for action, count in summary["by_action"].items()]
         lines += ["", "## Entries", "", "| split | file | row | column | reason | action |", "|---|---|---|---|---|---|"]
-        for e in self.entries[:MARKDOWN_ROWS]:
+        for e in problems[:MARKDOWN_ROWS]:
             lines.append(
                 f"| {e['split']} | {_cell(e['file'])} | {e['row']} | {_cell(e['column'])} | {_cell(e['reason'])} | {e['action']} |"
             )
-        if len(self.entries) > MARKDOWN_ROWS:
-            lines.append(f"\n... and {len(self.entries) - MARKDOWN_ROWS} more entries in data_report.json.")
+        if len(problems) > MARKDOWN_ROWS:
+            lines.append(f"\n... and {len(problems) - MARKDOWN_ROWS} more entries in data_report.json.")
         lines.append("")
         return "\n".join(lines)
+
+
+def is_blank(entry: dict[str, Any]) -> bool:
+    """An empty cell of an input column that was marked missing: missing data, not a problem."""
+    return entry.get("problem") == EMPTY and entry.get("action") == ACTION_MISSING
 
 
 def _cell(value: Any) -> str:

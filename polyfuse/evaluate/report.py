@@ -166,6 +166,8 @@ def write_report(
     if data_report is not None:
         lines += ["## Data", ""]
         total = data_report.get("total", 0)
+        for column, count in (data_report.get("missing") or {}).items():
+            lines.append(f"- missing: {count} rows of `{column}` (empty cells: that input is marked missing)")
         lines.append(f"Rows with a problem: {total} (details in `data_report.md`).")
         for key, count in (data_report.get("by_reason") or {}).items():
             lines.append(f"- {key}: {count}")

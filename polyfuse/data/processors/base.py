@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from polyfuse.config import AugmentConfig, ConfigError
-from polyfuse.data.report import STAGE_IMPUTED, Problem
+from polyfuse.data.report import EMPTY, STAGE_IMPUTED, Problem
 from polyfuse.errors import DataError
 from polyfuse.types import InputSpec
 
@@ -23,7 +23,6 @@ Arrays = dict[str, np.ndarray]
 BAD_PATH = "file missing or not allowed"
 UNREADABLE = "unreadable file"
 INVALID = "invalid value"
-EMPTY = "empty value"
 
 
 @dataclass
