@@ -37,7 +37,7 @@ $(VENV)/.data: requirements-data.txt $(VENV)/.torch
 
 # The emoji dataset renders Noto Color Emoji; installed from Debian when missing and possible.
 fonts:
-	@bash scripts/ensure-emoji-font.sh || true
+	@PY=$(PY) bash scripts/ensure-emoji-font.sh
 
 install: $(VENV)/.package $(VENV)/.data fonts
 

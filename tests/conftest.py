@@ -41,3 +41,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             polyfuse.fit("tiny-avmnist", out=out, overwrite=True, overrides=["train.threads=1"])
             torch.set_num_threads(previous)
     return out
+
+
+def emoji_font_or_skip() -> Path:
+    """The Noto Color Emoji font (the dataset's own lookup), or a skip that says what to install."""
+    from polyfuse.data.datasets.emoji import FONT_FILE, font_path
+
+    found = font_path()
+    if found is None:
+        pytest.skip(f"needs the Noto Color Emoji font, not found by polyfuse.data.datasets.emoji.font_path ({FONT_FILE.hint})")
+    return found

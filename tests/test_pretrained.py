@@ -17,11 +17,11 @@ from polyfuse.encoders.pretrained_text import HFTextEncoder
 from polyfuse.errors import MissingPackageError, PolyfuseError
 from polyfuse.registry import ENCODERS
 from polyfuse.types import InputSpec
+from conftest import emoji_font_or_skip
 from polyfuse.weights import (
     EFFICIENTNET_LITE0_IMAGENET, MOBILENET_V2_IMAGENET, PackagedFile, pretrained_text_folder, read_state_dict,
 )
 
-EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 GRACE_HOPPER = Path(__import__("matplotlib").get_data_path()) / "sample_data" / "grace_hopper.jpg"
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -52,11 +52,10 @@ def _normalize(images: list[np.ndarray]) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def emoji_pixels() -> torch.Tensor:
-    if not EMOJI_FONT.is_file():
-        pytest.skip(f"the Noto Color Emoji font is not installed ({EMOJI_FONT})")
+    font_file = emoji_font_or_skip()
     from PIL import Image, ImageDraw, ImageFont
 
-    font = ImageFont.truetype(str(EMOJI_FONT), 109)  # the one size the bitmap font has
+    font = ImageFont.truetype(str(font_file), 109)  # the one size the bitmap font has
     images = []
     for char in EMOJI_CLASSES:
         img = Image.new("RGB", (136, 128), "white")

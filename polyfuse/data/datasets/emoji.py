@@ -24,6 +24,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from polyfuse.config import ConfigError
+from polyfuse.errors import MissingPackageError
 from polyfuse.data.datasets.base import (
     DatasetInfo,
     PreparedDataset,
@@ -77,6 +78,17 @@ FONT_FILE = SystemFile(
     local=FONT_NAME,
     finder=_fontconfig_lookup,
 )
+
+def font_path() -> Path | None:
+    """Where the Noto Color Emoji font is (the known paths above, then fontconfig); None when it is not installed.
+
+    The one lookup: the dataset, the tests and ``make fonts`` all ask this function.
+    """
+    try:
+        return FONT_FILE.locate()
+    except MissingPackageError:
+        return None
+
 
 INFO = DatasetInfo(
     name="emoji",
@@ -179,3 +191,4 @@ def prepare_emoji(cache: Path | None = None, source: str | Path | None = None, s
         info=with_counts(INFO, meta["counts"]),
         details=dict(meta.get("details", {})),
     )
+
