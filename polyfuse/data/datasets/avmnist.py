@@ -17,8 +17,9 @@
    grayscale. Manifests ``{train,valid,test}.csv`` with columns ``id`` (audio index in
    ``digits.npz``), ``audio``, ``image``, ``label`` (the digit).
 
-``avmnist-hard`` -- the same rows (same ids, same image for each id), degraded so that
-neither modality alone is enough:
+``avmnist-hard`` -- the same rows (same ids, same image for each id), degraded so that each
+modality alone does clearly worse than the two fused (measured: 0.92 image only, 0.91 audio only,
+0.99 the best fusion; benchmarks/results/fusion_avmnist-hard.md):
 
 * Images: pixels scaled to [0, 1]; PCA fitted on the TRAIN images only (centred on their
   mean ``mu``, eigenvectors of their covariance). Every image's centred coordinates on the
