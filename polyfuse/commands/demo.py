@@ -12,6 +12,9 @@ import typer
 from polyfuse.commands._common import console, user_errors
 
 DEMO_RUNS = (("audio", "avmnist-audio"), ("image", "avmnist-image"), ("fused", "avmnist-fused"))
+#: The demo's figures must not depend on the machine: deterministic kernels and a fixed thread
+#: count (float sums are split per thread, so another count rounds differently). Overridable.
+DEMO_DEFAULTS = ("train.deterministic=true", "train.threads=2")
 
 
 def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
@@ -26,7 +29,7 @@ def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = Tru
     started = time.perf_counter()
     for key, recipe in DEMO_RUNS:
         con.rule(f"[bold]{key}[/bold]: recipe {recipe}")
-        run = fit(recipe, out=out / key, overrides=list(overrides or []), overwrite=True, progress=progress)
+        run = fit(recipe, out=out / key, overrides=[*DEMO_DEFAULTS, *(overrides or [])], overwrite=True, progress=progress)
         results[key] = run.metrics
     total = time.perf_counter() - started
 
