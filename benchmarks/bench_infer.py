@@ -9,7 +9,9 @@ Usage::
 Prints a markdown table (latency p50/p95 at batch 1, rows/s at batch 64, size, test metric,
 ratios vs eager) and writes it with the full JSON to ``--out`` (default
 ``benchmarks/results/bench_infer.md`` and ``.json``). Timings are model-only, after warm-up,
-with the engines interleaved in every repeat; see ``polyfuse.deploy.bench``.
+with the engines interleaved in every repeat; min and median are reported, and the run is
+refused (exit 2, nothing written) when a median exceeds its minimum by more than ``--max-spread``:
+the machine was busy. See ``polyfuse.deploy.bench``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint directory (default: train --recipe)")
     parser.add_argument("--recipe", default="avmnist-fused", help="recipe trained when no checkpoint is given")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="where the recipe's run goes")
-    parser.add_argument("--repeats", type=int, default=30, help="timed rounds per engine")
+    parser.add_argument("--repeats", type=int, default=200, help="timed rounds per engine")
+    parser.add_argument("--max-spread", type=float, default=1.5,
+                        help="refuse when an engine's median latency exceeds its minimum by more than this factor (0: report anyway)")
     parser.add_argument("--threads", type=int, default=None, help="threads per engine (default: torch's)")
     parser.add_argument("--onnx-dir", type=Path, default=None, help="keep / reuse the ONNX export here")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_infer.md")
@@ -48,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ckpt = args.checkpoint or trained(args.recipe, args.runs)
-        report = benchmark_checkpoint(ckpt, repeats=args.repeats, threads=args.threads, onnx_dir=args.onnx_dir)
+        report = benchmark_checkpoint(ckpt, repeats=args.repeats, threads=args.threads, onnx_dir=args.onnx_dir,
+                                      max_spread=args.max_spread or None)
     except PolyfuseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    title = f"## Inference: {ckpt} ({report['metric'] or 'no metric'})\n\n"
+    title = f"## Inference: {report['checkpoint']} ({report['metric'] or 'no metric'})\n\n"
     print(title + report["markdown"])
     write_results(args.out, title + report["markdown"], report)
     return 0

@@ -105,7 +105,10 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def bench_infer(
         ckpt: Path = typer.Argument(..., help="A checkpoint directory written by `polyfuse train`."),
-        repeats: int = typer.Option(30, "--repeats", help="Timed rounds per engine (after warm-up)."),
+        repeats: int = typer.Option(200, "--repeats", help="Timed rounds per engine (after warm-up)."),
+        max_spread: float = typer.Option(
+            1.5, "--max-spread", help="Refuse to report when an engine's median latency is more than this x its "
+            "minimum (the machine was busy); 0 reports anyway."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Threads per engine (default: torch's)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the markdown table here (and the JSON next to it)."),
         onnx_dir: Optional[Path] = typer.Option(None, "--onnx-dir", help="Keep / reuse the ONNX export in this folder."),
@@ -115,7 +118,8 @@ def register(app: typer.Typer) -> None:
         """Eager PyTorch vs ONNX Runtime vs int8: latency (batch 1), throughput (batch 64), size, metric."""
         from polyfuse.deploy.bench import benchmark_checkpoint
 
-        report = benchmark_checkpoint(ckpt, repeats=repeats, threads=threads, onnx_dir=onnx_dir, data=data)
+        report = benchmark_checkpoint(ckpt, repeats=repeats, threads=threads, onnx_dir=onnx_dir, data=data,
+                                      max_spread=max_spread or None)
         if out is not None:
             import json
 

@@ -56,10 +56,25 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+#: Default timed rounds and untimed warm-up calls per engine.
+DEFAULT_REPEATS = 200
+DEFAULT_WARMUP = 20
+#: A machine is called busy when an engine's median batch-1 latency exceeds its minimum by this factor.
+MAX_SPREAD = 1.5
+
+
+class BusyMachineError(Exception):
+    """The timings' spread says other work shared the CPUs; the figures would not be the model's."""
+
+
 def time_engines(
-    engines: list[Engine], singles: list[dict[str, Any]], large: dict[str, Any], repeats: int, warmup: int = 3
+    engines: list[Engine], singles: list[dict[str, Any]], large: dict[str, Any], repeats: int, warmup: int = DEFAULT_WARMUP
 ) -> dict[str, dict[str, float]]:
-    """Latency (ms) at batch 1 and throughput (rows/s) at the large batch, engines interleaved."""
+    """Latency (ms) at batch 1 and throughput (rows/s) at the large batch, engines interleaved.
+
+    Per engine: min, median (p50), p95 and mean latency; ``spread`` = median / min (1.0 on a quiet
+    machine; a busy one stretches the median, the minimum is what the engine can do).
+    """
     for engine in engines:
         for i in range(max(1, warmup)):
             engine.run(singles[i % len(singles)])
@@ -80,27 +95,46 @@ def time_engines(
             batch_times[engine.name].append(time.perf_counter() - start)
     return {
         name: {
+            "latency_min_ms": float(min(latency[name])),
             "latency_p50_ms": _percentile(latency[name], 50),
             "latency_p95_ms": _percentile(latency[name], 95),
             "latency_mean_ms": float(np.mean(latency[name])),
+            "spread": _percentile(latency[name], 50) / max(float(min(latency[name])), 1e-9),
             "throughput_rows_s": rows / float(np.median(batch_times[name])),
+            "throughput_max_rows_s": rows / float(min(batch_times[name])),
         }
         for name in latency
     }
 
 
+def check_quiet(timings: Mapping[str, Mapping[str, float]], max_spread: float = MAX_SPREAD) -> None:
+    """BusyMachineError naming the engine when a median latency is more than ``max_spread`` x its minimum."""
+    worst = max(timings.items(), key=lambda kv: kv[1]["spread"])
+    name, t = worst
+    if t["spread"] > max_spread:
+        raise BusyMachineError(
+            f"timings too noisy to report: {name} median {t['latency_p50_ms']:.3f} ms is {t['spread']:.2f}x its minimum "
+            f"{t['latency_min_ms']:.3f} ms (limit {max_spread:.2f}x); the machine was busy. Rerun when it is quiet, "
+            "with more --repeats, or raise --max-spread"
+        )
+
+
 def benchmark_checkpoint(
     ckpt: str | Path,
     *,
-    repeats: int = 30,
+    repeats: int = DEFAULT_REPEATS,
     threads: int | None = None,
     onnx_dir: str | Path | None = None,
     data: str | Path | None = None,
     engines: tuple[str, ...] = ENGINES,
+    max_spread: float | None = MAX_SPREAD,
+    warmup: int = DEFAULT_WARMUP,
 ) -> dict[str, Any]:
     """``polyfuse bench-infer``: timings, size and test-split metric per engine, with ratios vs eager.
 
     ``onnx_dir`` keeps (or reuses) the ONNX export and its int8 version; default a temporary folder.
+    ``max_spread``: refuse (PolyfuseError) when an engine's median latency exceeds its minimum by more
+    than this factor (a busy machine); None reports whatever was measured, flagged in the report.
     """
     from polyfuse.deploy.export import ONNX_FILE, export_checkpoint
     from polyfuse.deploy.onnx_predictor import OnnxPredictor
@@ -151,7 +185,12 @@ def benchmark_checkpoint(
                     Engine("onnx_int8", OnnxPredictor(out, threads=threads, onnx_file=INT8_ONNX_FILE).predict_batch,
                            (out / INT8_ONNX_FILE).stat().st_size)
                 )
-        timings = time_engines(built, singles, large, repeats)
+        timings = time_engines(built, singles, large, repeats, warmup=warmup)
+        if max_spread is not None:
+            try:
+                check_quiet(timings, max_spread)
+            except BusyMachineError as exc:
+                raise PolyfuseError(str(exc)) from None
         metrics = {e.name: score(e.run, encoded, tasks) for e in built}
     finally:
         torch.set_num_threads(previous_threads)
@@ -175,14 +214,18 @@ def benchmark_checkpoint(
             "metric": value,
             "metrics": metrics[e.name],
             "speedup_p50": base["latency_p50_ms"] / t["latency_p50_ms"],
+            "speedup_min": base["latency_min_ms"] / t["latency_min_ms"],
             "throughput_ratio": t["throughput_rows_s"] / base["throughput_rows_s"],
             "size_ratio": e.size_bytes / eager_size,
         }
     report = {
-        "checkpoint": str(ckpt),
-        "data": rows.source,
+        "checkpoint": display_path(ckpt),
+        "data": display_path(rows.source),
         "rows": int(sum(len(b["row"]) for b in encoded)),
         "repeats": repeats,
+        "warmup": warmup,
+        "max_spread": max_spread,
+        "worst_spread": max(t["spread"] for t in timings.values()),
         "threads": threads,
         "latency_batch": 1,
         "throughput_batch": THROUGHPUT_BATCH,
@@ -193,6 +236,24 @@ def benchmark_checkpoint(
     }
     report["markdown"] = markdown_table(report)
     return report
+
+
+def display_path(path: Any) -> str:
+    """A path as a result file may show it: relative to the working directory or to the polyfuse
+    cache (``$POLYFUSE_CACHE/...``), never the absolute path of the machine that ran it."""
+    text = str(path)
+    p = Path(text)
+    if not p.is_absolute():
+        return text
+    from polyfuse.data.datasets.base import cache_root
+
+    for base, label in ((Path.cwd(), None), (cache_root(), "$POLYFUSE_CACHE")):
+        try:
+            rel = p.resolve().relative_to(Path(base).resolve())
+        except ValueError:
+            continue
+        return rel.as_posix() if label is None else f"{label}/{rel.as_posix()}"
+    return p.name
 
 
 def _size(n: int) -> str:
@@ -207,19 +268,23 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     """The benchmark as a markdown table (ratios vs eager: >1 = faster / more rows/s / larger)."""
     metric = report.get("metric") or "metric"
     lines = [
-        f"| engine | p50 ms (batch 1) | p95 ms (batch 1) | rows/s (batch {report['throughput_batch']}) | size | {metric} "
-        "| speed-up p50 vs eager | throughput vs eager | size vs eager |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| engine | min ms (batch 1) | p50 ms | p95 ms | rows/s (batch {report['throughput_batch']}) | size | {metric} "
+        "| speed-up p50 (min) vs eager | throughput vs eager | size vs eager |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in report["engines"].items():
         value = "n/a" if r["metric"] is None else f"{r['metric']:.4f}"
         lines.append(
-            f"| {r['label']} | {r['latency_p50_ms']:.3f} | {r['latency_p95_ms']:.3f} | {r['throughput_rows_s']:.0f} "
-            f"| {_size(r['bytes'])} | {value} | {r['speedup_p50']:.2f}x | {r['throughput_ratio']:.2f}x | {r['size_ratio']:.2f}x |"
+            f"| {r['label']} | {r['latency_min_ms']:.3f} | {r['latency_p50_ms']:.3f} | {r['latency_p95_ms']:.3f} "
+            f"| {r['throughput_rows_s']:.0f} | {_size(r['bytes'])} | {value} | {r['speedup_p50']:.2f}x ({r['speedup_min']:.2f}x) "
+            f"| {r['throughput_ratio']:.2f}x | {r['size_ratio']:.2f}x |"
         )
     lines.append("")
+    spread = (f"largest median/min spread {report['worst_spread']:.2f}x"
+              + (f" (refused above {report['max_spread']:.2f}x)" if report.get("max_spread") else " (not checked)"))
     lines.append(
-        f"{report['rows']} test rows ({report['data']}); {report['repeats']} interleaved repeats after warm-up; "
+        f"{report['rows']} test rows ({report['data']}); {report['repeats']} interleaved repeats after "
+        f"{report['warmup']} warm-up calls; {spread}; "
         f"{report['threads']} thread(s) per engine; model time only (rows preprocessed beforehand); "
         f"{report['machine']['processor']}, {report['machine']['cpus']} CPUs, torch {report['machine']['torch']}."
     )
