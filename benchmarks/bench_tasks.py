@@ -1,6 +1,7 @@
 """The README's "Other tasks" figures: each recipe trained with `polyfuse train`, its test results recorded.
 
-    python benchmarks/bench_tasks.py                       # easy-vqa, easy-vqa-caption, emoji-retrieval
+    python benchmarks/bench_tasks.py                       # easy-vqa, easy-vqa-caption, emoji-retrieval,
+                                                           # easy-vqa-matching, avmnist-translation
     python benchmarks/bench_tasks.py --tasks clothing-reviews-fused   # ~45 min on 2 cores
 
 Writes ``benchmarks/results/bench_tasks.{md,json}`` (merged with earlier runs of other recipes), with
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import machine_info, write_results  # noqa: E402
 
-DEFAULT = ["easy-vqa", "easy-vqa-caption", "emoji-retrieval"]
+DEFAULT = ["easy-vqa", "easy-vqa-caption", "emoji-retrieval", "easy-vqa-matching", "avmnist-translation"]
 KNOWN = [*DEFAULT, "clothing-reviews-fused"]
 
 
@@ -38,6 +39,7 @@ def run_recipe(recipe: str, root: Path, overrides: list[str]) -> dict[str, Any]:
     return {
         "recipe": recipe, "seconds": round(seconds, 1), "train_seconds": metrics.get("train_seconds"),
         "test": metrics.get("test", {}), "retrieval": (metrics.get("retrieval") or {}).get("test"),
+        "matching": (metrics.get("matching") or {}).get("test"),
         "command": " ".join(["polyfuse", "train", recipe, *overrides]),
     }
 
@@ -52,6 +54,9 @@ def _summary(result: dict[str, Any]) -> str:
             keys = [k for k in ("R@1", "R@5", "R@10", "median_rank", "queries") if k in values]
             parts.append(f"{objective} {direction}: " + ", ".join(f"{k} {values[k]:.3f}" if isinstance(values[k], float)
                                                                  else f"{k} {values[k]}" for k in keys))
+    for objective, values in (result.get("matching") or {}).items():
+        parts.append(f"{objective} matching: acc {values['acc']:.4f} (positives {values['positives']:.4f}, "
+                     f"negatives {values['negatives']:.4f}, {values['pairs']} pairs, one random negative each)")
     rows = (result.get("test") or {}).get("rows")
     return "; ".join(p for p in parts if not p.startswith("rows")) + (f" ({rows} test rows)" if rows else "")
 

@@ -72,6 +72,9 @@ def evaluate_model(
     retrieval = retrieval_for_splits(model, config, datasets, collate, batch)
     if retrieval:
         result["retrieval"] = retrieval
+    matching = matching_for_splits(model, datasets, collate, batch)
+    if matching:
+        result["matching"] = matching
     contrib = result.get("contribution")
     if contrib and contrib.get("without") and tasks:
         first, task = next(iter(tasks.items()))
@@ -82,6 +85,19 @@ def evaluate_model(
         path = plot_bars(bars, out / "modality_contribution.png", f"{first} {metric} with inputs removed", metric)
         result["plots"]["modality_contribution"] = path.name
     return result
+
+
+def matching_for_splits(model: torch.nn.Module, datasets: Mapping[str, Any], collate: Any, batch: int) -> dict[str, Any]:
+    """ITM objectives: held-out accuracy with one random negative per positive, ``{split: {objective: {...}}}``."""
+    from polyfuse.objectives.matching import MatchingObjective, matching_accuracy
+
+    names = [n for n, o in getattr(model, "objectives", {}).items() if isinstance(o, MatchingObjective)]
+    out: dict[str, Any] = {}
+    for split, dataset in datasets.items():
+        if split == "train" or len(dataset) == 0 or not names:
+            continue
+        out[split] = {name: matching_accuracy(model, loader_factory(dataset, collate, batch)(), name) for name in names}
+    return out
 
 
 def write_report(
@@ -122,6 +138,13 @@ def write_report(
     lines.append("")
     if evaluation.get("retrieval"):
         lines += retrieval_lines(evaluation["retrieval"])
+    if evaluation.get("matching"):
+        lines += ["## Matching (one random negative per positive)", "",
+                  "| split | objective | accuracy | on positives | on negatives | pairs |", "|---|---|---|---|---|---|"]
+        for split, per_objective in evaluation["matching"].items():
+            for name, m in per_objective.items():
+                lines.append(f"| {split} | {name} | {m['acc']:.4f} | {m['positives']:.4f} | {m['negatives']:.4f} | {m['pairs']} |")
+        lines.append("")
     for task, samples in evaluation.get("samples", {}).items():
         lines += [f"## Generated text: {task}", "", "| target | generated |", "|---|---|"]
         lines += [f"| {row['target'].replace('|', '/')} | {row['generated'].replace('|', '/')} |" for row in samples]

@@ -114,12 +114,29 @@ class MatchingObjective(nn.Module):
         self.contrastive = contrastive
         # own space only when no contrastive objective of the run can rank the negatives
         self.itc = ContrastiveObjective(input_dims, list(self.inputs), dim=dim) if contrastive is None else None
-        width = int(fusion_dim)
+        # the head also reads the elementwise product of the two inputs' projected pooled features:
+        # a head on the fused vector alone is close to additive in the two inputs, and an additive
+        # score cannot tell (a_i, b_i) from (a_i, b_j) when every a and b appears in both (it stayed
+        # at the class prior); the product makes "do these two agree" one linear read-out away
+        a_name, b_name = self.inputs
+        self.pair = nn.ModuleDict({a_name: nn.Linear(input_dims[a_name], dim), b_name: nn.Linear(input_dims[b_name], dim)})
+        width = int(fusion_dim) + int(dim)
         self.head = (
             nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
             if hidden
             else nn.Linear(width, 1)
         )
+
+    def agreement(self, pooled_a: Tensor, pooled_b: Tensor) -> Tensor:
+        """[n, D_a], [n, D_b] -> [n, dim]: the product of the two inputs' unit-norm projections (times sqrt(dim))."""
+        a, b = self.inputs
+        pa = F.normalize(self.pair[a](pooled_a.float()), dim=-1)
+        pb = F.normalize(self.pair[b](pooled_b.float()), dim=-1)
+        return pa * pb * (pa.shape[-1] ** 0.5)
+
+    def match_logits(self, fused: Tensor, pooled_a: Tensor, pooled_b: Tensor) -> Tensor:
+        """Matched-pair logits [n] from the fused output [n, D] and the two inputs' pooled features."""
+        return self.head(torch.cat([fused.float(), self.agreement(pooled_a, pooled_b)], dim=-1)).squeeze(-1)
 
     def space(self, model: nn.Module) -> ContrastiveObjective:
         if self.itc is not None:
@@ -175,9 +192,56 @@ class MatchingObjective(nn.Module):
             swapped_present[name] = torch.cat([present[name][first], present[name][second]])
         negative = model.fusion(swapped, swapped_present).pooled  # [n_neg, D]
         positive = out.fused.pooled[index]  # [n, D]
-        logits = self.head(torch.cat([positive, negative]).float()).squeeze(-1)
+        agree = torch.cat([
+            self.agreement(features[a].pooled[index], features[b].pooled[index]),
+            self.agreement(swapped[a].pooled, swapped[b].pooled),
+        ])  # [n + n_neg, dim]
+        logits = self.head(torch.cat([torch.cat([positive, negative]).float(), agree], dim=-1)).squeeze(-1)
         labels = torch.cat([logits.new_ones(n), logits.new_zeros(negative.shape[0])])
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        # positives and negatives weigh the same (n vs up to 2n rows): the logit's sign then means
+        # "more likely matched than not" whatever the negatives' count
+        weights = torch.cat([logits.new_full((n,), 0.5 / n), logits.new_full((negative.shape[0],), 0.5 / negative.shape[0])])
+        loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
         result["acc"] = ((logits > 0).float() == labels).float().mean().detach()
         result["loss"] = loss if extra is None else loss + extra
         return result
+
+
+@torch.no_grad()
+def matching_accuracy(model: nn.Module, batches: Any, name: str, seed: int = 0) -> dict[str, float]:
+    """Held-out ITM accuracy with one negative per positive: each row's pair, and the row's first input
+    with the second input of another row (a different one: never the same content), drawn at random.
+
+    Returns ``acc`` (threshold 0.5 over 2n pairs), ``positives`` / ``negatives`` (accuracy on each) and ``pairs``.
+    """
+    objective = model.objectives[name]
+    if not isinstance(objective, MatchingObjective):
+        raise _config_error(f"{name}: not an itm objective")
+    a, b = objective.inputs
+    generator = torch.Generator().manual_seed(seed)
+    right_pos = right_neg = total = 0
+    model.eval()
+    for batch in batches:
+        present = {k: v.bool() for k, v in batch["present"].items()}
+        index = (present[a] & present[b]).nonzero().squeeze(1)
+        if index.numel() < 2:
+            continue
+        out = model(batch["inputs"], batch["present"])
+        features = out.features
+        same = same_content(batch["inputs"][b], index)
+        sim = torch.zeros(len(index), len(index))
+        neg_b = draw_negatives(sim, same, 1.0, True, generator)
+        keep = (neg_b >= 0).nonzero().squeeze(1)
+        rows, partner = index[keep], index[neg_b[keep]]
+        swapped = {n: concat([select(f, rows)]) if n != b else select(f, partner) for n, f in features.items()}
+        swapped_present = {n: present[n][rows] if n != b else present[n][partner] for n in features}
+        negative = model.fusion(swapped, swapped_present).pooled
+        pos_logits = objective.match_logits(out.fused.pooled[rows], features[a].pooled[rows], features[b].pooled[rows])
+        neg_logits = objective.match_logits(negative, features[a].pooled[rows], features[b].pooled[partner])
+        right_pos += int((pos_logits > 0).sum())
+        right_neg += int((neg_logits <= 0).sum())
+        total += int(len(rows))
+    if total == 0:
+        return {"acc": float("nan"), "positives": float("nan"), "negatives": float("nan"), "pairs": 0}
+    return {"acc": (right_pos + right_neg) / (2 * total), "positives": right_pos / total, "negatives": right_neg / total,
+            "pairs": 2 * total}

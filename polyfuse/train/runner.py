@@ -279,6 +279,8 @@ def run_training(
         metrics["contribution"] = evaluation["contribution"]
     if "retrieval" in evaluation:  # contrastive / translation objectives: {split: {objective: {direction: ...}}}
         metrics["retrieval"] = evaluation["retrieval"]
+    if "matching" in evaluation:  # itm objectives: {split: {objective: {acc, positives, negatives, pairs}}}
+        metrics["matching"] = evaluation["matching"]
     if sync.in_sync is not None and len(sync.checksums) > 1:
         metrics["ranks_in_sync"] = sync.in_sync
         metrics["world_size"] = len(sync.checksums)
