@@ -54,3 +54,21 @@ def test_a_few_problems_stay_quiet() -> None:
     assert problems_summary(frame) is None
     frame = pd.DataFrame({"problems": [""] * 90 + ["image: unreadable"] * 10})
     assert problems_summary(frame).startswith("10 of 100 rows (10%) have a problem, e.g. image: unreadable")
+
+
+def test_the_onnx_predictor_gives_no_label_from_nothing_either(run: Path, avmnist, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from polyfuse.deploy.export import export_checkpoint
+    from polyfuse.deploy.onnx_predictor import OnnxPredictor
+
+    export_checkpoint(run, tmp_path / "onnx")
+    monkeypatch.chdir(tmp_path)
+    onnx = OnnxPredictor(tmp_path / "onnx")
+    rows = _test_rows(avmnist, 12)
+    with pytest.warns(PredictionProblemsWarning, match="12 of 12 rows"):
+        blind = onnx.predict(rows)
+    assert blind["digit"].isna().all() and blind["problems"].str.contains(NO_INPUT, regex=False).all()
+    seen = onnx.predict(rows, root=Path(avmnist.test).parent)
+    assert seen["digit"].notna().all()
+    torch_labels = polyfuse.load(run).predict(rows, root=Path(avmnist.test).parent)["digit"]
+    assert list(seen["digit"].astype(str)) == list(torch_labels.astype(str))
