@@ -23,6 +23,8 @@ runner = CliRunner()
         (["--devices", "0"], "train.devices: '0' is not a device count"),
         (["--devices", "two"], "train.devices: 'two' is not a device count"),
         (["--num-nodes", "0"], "train.num_nodes: must be a positive number"),
+        pytest.param(["--strategy", "fsdp"], "train.strategy: 'fsdp' shards parameters across GPUs and this machine has none",
+                     marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")),
     ],
 )
 def test_bad_device_flags_fail_in_one_line_before_data_is_read(tmp_path: Path, flags: list[str], key: str) -> None:
@@ -39,6 +41,7 @@ def test_the_same_checks_hold_for_a_config_and_accept_what_lightning_accepts() -
     for devices in (1, "1", "auto", -1, [0], "0,1"):
         check_device_options("cpu", "auto", devices, 1)
     check_device_options("auto", "ddp", 2, 2)
+    check_device_options("cpu", "ddp_spawn", 2, 1)
     config = Config.from_dict({"train": {"strategy": "fsdpp"}})
     with pytest.raises(ConfigError, match="train.strategy: 'fsdpp'"):
         check_train_devices(config.train)

@@ -78,6 +78,13 @@ def check_device_options(accelerator: Any = AUTO, strategy: Any = AUTO, devices:
         main = [n for n in _strategies() if "find_unused" not in n]
         raise ConfigError(f"train.strategy: {strategy!r} is not a Lightning strategy; allowed: {AUTO}, {', '.join(main)} "
                           "(and the ddp*_find_unused_parameters_* variants)")
+    chosen = str(strategy).strip()
+    if chosen.startswith(("fsdp", "deepspeed")) and not available.get("cuda", False):
+        raise ConfigError(
+            f"train.strategy: {chosen!r} shards parameters across GPUs and this machine has none "
+            f"(available accelerators: {', '.join(sorted(n for n, ok in available.items() if ok))}); "
+            "use --strategy ddp (CPU processes) or auto"
+        )
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
         raise ConfigError(f"train.num_nodes: must be a positive number of machines, got {num_nodes!r}")
     count = _device_count(devices)
