@@ -126,10 +126,12 @@ def fit_table(
     return _select(plan, config, candidates, out, deadline, progress, say, started)
 
 
-def _share(deadline: float | None, left: int) -> float | None:
+def _share(deadline: float | None, left: int, overhead: float = 0.0) -> float | None:
+    """Training seconds for the next candidate: an equal part of what is left, less the time a
+    candidate spends outside training (data, features, evaluation: ``overhead``, as measured)."""
     if deadline is None:
         return None
-    return max(MIN_CANDIDATE_SECONDS, (deadline - time.perf_counter()) / max(1, left))
+    return max(MIN_CANDIDATE_SECONDS, (deadline - time.perf_counter()) / max(1, left) - overhead)
 
 
 def _select(
@@ -138,19 +140,23 @@ def _select(
 ) -> RunResult:
     monitor = config.train.monitor or ""
     mode = monitor_mode(monitor)
+    overhead = 0.0  # the most a candidate spent outside training so far
     for i, cand in enumerate(candidates):
         run = out / CANDIDATES / _slug(cand.key)
         cand.run = run
         metrics = _complete(run)
+        # the ensemble at the end costs about one candidate's data preparation and evaluation
+        reserve = overhead if _ensemble_size(plan) > 1 else 0.0
         if metrics is None:
-            if deadline is not None and i > 0 and time.perf_counter() > deadline - MIN_CANDIDATE_SECONDS:
+            if deadline is not None and i > 0 and time.perf_counter() + overhead + MIN_CANDIDATE_SECONDS > deadline - reserve:
                 cand.skipped = "time limit reached"
                 continue
-            share = _share(deadline, len(candidates) - i)
+            share = _share(None if deadline is None else deadline - reserve, len(candidates) - i, overhead)
             extra = cand.overrides + ([f"train.max_seconds={share:.0f}"] if share else [])
             t0 = time.perf_counter()
             metrics = run_training(config.with_overrides(extra), run, overwrite=True, progress=progress).metrics
             cand.seconds = time.perf_counter() - t0
+            overhead = max(overhead, cand.seconds - float(metrics.get("train_seconds") or 0.0))
         else:
             cand.seconds = float(metrics.get("train_seconds", 0.0))
         score = _score(metrics, monitor)
