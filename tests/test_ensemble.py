@@ -12,6 +12,7 @@ import torch
 
 import polyfuse
 from polyfuse.checkpoint import load_model_dir
+from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
 from polyfuse.train.ensemble import greedy_weights, member_predictions, merged_pipeline, metric_function, save_ensemble
 from test_presets import avmnist_table
@@ -119,3 +120,18 @@ def test_the_ensemble_config_validates_its_members(selection_run: Path) -> None:
     with pytest.raises(ConfigError, match=r"model\.ensemble\[1\]\.fusion\.name.*did you mean 'concat'"):
         validate_config(Config.from_dict(bad))
     assert torch.isclose(load_model_dir(out).model.weights.sum(), torch.tensor(1.0))
+
+
+def test_a_table_with_one_input_averages_the_model_over_seeds(avmnist, tmp_path: Path) -> None:
+    path = avmnist_table(avmnist, tmp_path / "data", 200, extra_id=False)
+    frame = pd.read_csv(path)[["image", "digit"]]
+    frame.to_csv(path, index=False)
+    run = polyfuse.fit(str(path), label="digit", preset="medium", out=tmp_path / "run", progress=False,
+                       overrides=["train.max_steps=30", "train.min_steps=10", "train.threads=1"])
+    selection = run.metrics["selection"]
+    assert [c["candidate"] for c in selection["candidates"]] == ["late", "late seed 1", "late seed 2"]
+    seeds = {Config.from_yaml(tmp_path / "run" / "candidates" / f"late_seed_{k}" / "config.yaml").train.seed for k in (1, 2)}
+    assert seeds == {1, 2}
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "the model from 3 seeds" in report
+    assert len(polyfuse.load(tmp_path / "run").predict(str(path))) == 200

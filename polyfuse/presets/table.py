@@ -296,6 +296,9 @@ def plan_table(
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
         choices.append(Choice("selection", "none: one model", f"{len(frame)} rows > {selection['max_rows']}"))
         selection = None
+    elif selection and len(inputs) == 1 and int(selection.get("seeds") or 1) > 1 and int(selection.get("ensemble") or 0) > 1:
+        choices.append(Choice("ensemble", f"the model from {int(selection['seeds'])} seeds, weighted",
+                              "one input: nothing to select; averaging seeds lowers the variance of a small table's model"))
     elif selection and len(inputs) > 1:
         fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
         choices.append(Choice("selection", f"by {'cross-validation' if cv_folds else 'validation'} among the fused model, "

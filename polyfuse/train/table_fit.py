@@ -67,6 +67,11 @@ def _candidates(plan: TablePlan) -> list[Candidate]:
     for variant in plan_variants(inputs, fusions, unimodal=bool(plan.selection.get("unimodal", True))):
         overrides = [o for o in variant.overrides if not o.startswith("data.augment.")]
         out.append(Candidate(variant.key, overrides))
+    seeds = int(plan.selection.get("seeds") or 1)
+    if len(out) == 1 and seeds > 1 and _ensemble_size(plan) > 1:
+        # one input, nothing else to select: the same model from other seeds, for the ensemble to average
+        base = plan.config.train.seed
+        out += [Candidate(f"{default} seed {base + k}", [f"train.seed={base + k}"]) for k in range(1, seeds)]
     return out
 
 
