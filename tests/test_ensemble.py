@@ -122,11 +122,13 @@ def test_the_ensemble_config_validates_its_members(selection_run: Path) -> None:
     assert torch.isclose(load_model_dir(out).model.weights.sum(), torch.tensor(1.0))
 
 
-def test_a_table_with_one_input_averages_the_model_over_seeds(avmnist, tmp_path: Path) -> None:
+def test_a_table_with_one_input_can_average_the_model_over_seeds(avmnist, tmp_path: Path) -> None:
     path = avmnist_table(avmnist, tmp_path / "data", 200, extra_id=False)
     frame = pd.read_csv(path)[["image", "digit"]]
     frame.to_csv(path, index=False)
-    run = polyfuse.fit(str(path), label="digit", preset="medium", out=tmp_path / "run", progress=False,
+    preset = tmp_path / "seeds.yaml"  # medium with the opt-in seed averaging
+    preset.write_text("base: medium\nselection: {fusions: [], unimodal: true, max_rows: 5000, ensemble: 4, seeds: 3}\n")
+    run = polyfuse.fit(str(path), label="digit", preset=str(preset), out=tmp_path / "run", progress=False,
                        overrides=["train.max_steps=30", "train.min_steps=10", "train.threads=1"])
     selection = run.metrics["selection"]
     assert [c["candidate"] for c in selection["candidates"]] == ["late", "late seed 1", "late seed 2"]
