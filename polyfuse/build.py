@@ -100,16 +100,10 @@ def validate_config(config: Config) -> None:
             raise ConfigError(f"{path}.kind: {inp.kind!r} is not an input kind; allowed: {', '.join(INPUT_KINDS)}")
         if inp.kind in PROCESSORS:
             check_component(PROCESSORS, ComponentConfig(inp.kind, inp.options), path, set())
-    for name, comp in config.model.encoders.items():
-        kind = config.data.inputs[name].kind if name in config.data.inputs else None
-        check_component(ENCODERS, comp, f"model.encoders.{name}", _INJECTED_ENCODER_ARGS, kind)
-    check_component(FUSIONS, config.model.fusion, "model.fusion", _INJECTED_FUSION_ARGS)
+    _check_model_parts(config, config.model.encoders, config.model.fusion, "model")
     for i, member in enumerate(config.model.ensemble):
         path = f"model.ensemble[{i}]"
-        for name, comp in member.encoders.items():
-            kind = config.data.inputs[name].kind if name in config.data.inputs else None
-            check_component(ENCODERS, comp, f"{path}.encoders.{name}", _INJECTED_ENCODER_ARGS, kind)
-        check_component(FUSIONS, member.fusion, f"{path}.fusion", _INJECTED_FUSION_ARGS)
+        _check_model_parts(config, member.encoders, member.fusion, path)
         if member.weight < 0:
             raise ConfigError(f"{path}.weight: must be >= 0, got {member.weight}")
     for tname, task in config.tasks.items():
@@ -130,6 +124,14 @@ def validate_config(config: Config) -> None:
     from polyfuse.train.init import check_finetune_options
 
     check_finetune_options(config)
+
+
+def _check_model_parts(config: Config, encoders: Mapping[str, ComponentConfig], fusion: ComponentConfig, path: str) -> None:
+    """The encoders (against their inputs' kinds) and the fusion of a model (or of an ensemble member at ``path``)."""
+    for name, comp in encoders.items():
+        kind = config.data.inputs[name].kind if name in config.data.inputs else None
+        check_component(ENCODERS, comp, f"{path}.encoders.{name}", _INJECTED_ENCODER_ARGS, kind)
+    check_component(FUSIONS, fusion, f"{path}.fusion", _INJECTED_FUSION_ARGS)
 
 
 def _call_with(factory: Any, offered: Mapping[str, Any], params: Mapping[str, Any]) -> Any:

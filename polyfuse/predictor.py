@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
-from polyfuse.row_problems import NO_INPUT, usable_rows, warn_about_problems
+from polyfuse.row_problems import mark_no_input, usable_rows, warn_about_problems
 from polyfuse.train.module import task_predictions
 
 
@@ -88,11 +88,10 @@ class Predictor:
             rows_idx = np.asarray(batch["row"])
             # a row with no usable input gets no prediction: a label from nothing would look real
             usable = usable_rows(batch, self.specs)
-            blind = rows_idx[~usable]
             part = pd.DataFrame(index=range(len(chunk)))
             for name, task in self.config.tasks.items():
                 values = np.array(preds[name], dtype=np.float64 if task.type != "generation" else preds[name].dtype)
-                if task.type != "generation" and len(blind):
+                if task.type != "generation" and not usable.all():
                     values[~usable] = np.nan
                 if task.type == "classification":
                     classes = self.classes(name)
@@ -121,10 +120,7 @@ class Predictor:
             problems: dict[int, list[str]] = {}
             for entry in report.entries:
                 problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")
-            dropped = set(range(len(chunk))) - set(int(r) for r in rows_idx)
-            for r in [*map(int, blind), *dropped]:
-                problems.setdefault(r, []).append(NO_INPUT)
-            part["problems"] = ["; ".join(problems.get(i, [])) for i in range(len(chunk))]
+            part["problems"] = mark_no_input(["; ".join(problems.get(i, [])) for i in range(len(chunk))], rows_idx[usable])
             part.index = range(start, start + len(chunk))
             outputs.append(part)
         result = pd.concat(outputs) if outputs else pd.DataFrame()

@@ -8,6 +8,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from polyfuse.data.report import EMPTY
+
 #: The problem of a row that got no prediction.
 NO_INPUT = "no prediction: every input of the row is missing or unreadable"
 #: Above this share of rows with a problem, predict warns (a wrong root marks every file missing).
@@ -23,7 +25,7 @@ def problems_summary(frame: pd.DataFrame, root: Path | None = None, limit: int =
     if "problems" not in frame.columns or frame.empty:
         return None
     # an empty optional cell is missing data, not a problem: rows with only those do not count
-    flagged = frame["problems"].astype(str).map(lambda cell: any(r and not r.endswith(": empty value") for r in cell.split("; ")))
+    flagged = frame["problems"].astype(str).map(lambda cell: any(r and not r.endswith(f": {EMPTY}") for r in cell.split("; ")))
     count = int(flagged.sum())
     if count <= PROBLEM_SHARE_WARNING * len(frame):
         return None
@@ -39,6 +41,12 @@ def usable_rows(batch: Mapping[str, Any], inputs: Iterable[str]) -> np.ndarray:
         if name in batch["present"]:
             usable |= np.asarray(batch["present"][name], dtype=bool)
     return usable
+
+
+def mark_no_input(cells: list[str], predicted: Iterable[int]) -> list[str]:
+    """``cells`` (one problems cell per chunk row) with NO_INPUT added to every row not in ``predicted``."""
+    done = {int(r) for r in predicted}
+    return [cell if i in done else "; ".join(c for c in (cell, NO_INPUT) if c) for i, cell in enumerate(cells)]
 
 
 def warn_about_problems(frame: pd.DataFrame, root: Path | None = None) -> None:

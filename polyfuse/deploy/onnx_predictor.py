@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from polyfuse.errors import CheckpointError
-from polyfuse.row_problems import NO_INPUT, usable_rows, warn_about_problems
+from polyfuse.row_problems import mark_no_input, usable_rows, warn_about_problems
 
 META_FILE = "onnx_model.json"  # same names as polyfuse.deploy.export (which imports torch)
 FORMAT = "polyfuse-onnx"
@@ -143,11 +143,7 @@ class OnnxPredictor:
             usable = usable_rows(batch, self.inputs)  # a row with no usable input gets no prediction
             preds = {t: np.asarray(v)[usable] for t, v in preds.items()}
             part = predictions_frame(preds, kept[usable], len(chunk), self.tasks, self._classes, report)
-            blind = sorted(set(range(len(chunk))) - set(int(r) for r in kept[usable]))
-            cells = list(part["problems"])
-            for r in blind:
-                cells[r] = "; ".join([c for c in (cells[r], NO_INPUT) if c])
-            part["problems"] = cells
+            part["problems"] = mark_no_input(list(part["problems"]), kept[usable])
             part.index = range(start, start + len(chunk))
             parts.append(part)
         result = pd.concat(parts) if parts else pd.DataFrame()

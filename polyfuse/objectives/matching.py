@@ -233,8 +233,8 @@ def matching_accuracy(model: nn.Module, batches: Any, name: str, seed: int = 0) 
         neg_b = draw_negatives(sim, same, 1.0, True, generator)
         keep = (neg_b >= 0).nonzero().squeeze(1)
         rows, partner = index[keep], index[neg_b[keep]]
-        swapped = {n: concat([select(f, rows)]) if n != b else select(f, partner) for n, f in features.items()}
-        swapped_present = {n: present[n][rows] if n != b else present[n][partner] for n in features}
+        swapped = {n: select(f, partner if n == b else rows) for n, f in features.items()}
+        swapped_present = {n: present[n][partner if n == b else rows] for n in features}
         negative = model.fusion(swapped, swapped_present).pooled
         pos_logits = objective.match_logits(out.fused.pooled[rows], features[a].pooled[rows], features[b].pooled[rows])
         neg_logits = objective.match_logits(negative, features[a].pooled[rows], features[b].pooled[partner])

@@ -142,9 +142,7 @@ def ensemble_config(members: Sequence[tuple[str, float, LoadedCheckpoint]]) -> C
     return config
 
 
-def save_ensemble(
-    members: Sequence[tuple[str, float, LoadedCheckpoint]], out: str | Path, *, summary: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def save_ensemble(members: Sequence[tuple[str, float, LoadedCheckpoint]], out: str | Path) -> dict[str, Any]:
     """Build, evaluate (on the heaviest member's valid/test rows) and save the ensemble; returns its metrics."""
     from polyfuse.build import build_model
     from polyfuse.data.collate import Collator
@@ -169,7 +167,6 @@ def save_ensemble(
         "encoders": {f"{key}/{n}": type(e).__name__ for key, _, loaded in members for n, e in loaded.model.encoders.items()},
         "parameters": sum(p.numel() for p in model.parameters()),
         "ensemble": [{"member": key, "weight": round(w, 4)} for key, w, _ in members],
-        **(summary or {}),
     }
     metrics: dict[str, Any] = {
         "name": config.name, "data": config.data.dataset or config.data.train, "fusion": "ensemble", **info,

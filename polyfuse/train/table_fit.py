@@ -29,7 +29,7 @@ import pandas as pd
 from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
 from polyfuse.presets.table import TablePlan
-from polyfuse.checkpoint import load_model_dir
+from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
 from polyfuse.train.ensemble import MemberPredictions, greedy_weights, member_predictions, metric_function, save_ensemble
 from polyfuse.train.metrics import monitor_mode
 from polyfuse.train.runner import RunResult, run_training
@@ -175,12 +175,14 @@ def _select(
     assert winner.run is not None
     ensemble = None
     size = _ensemble_size(plan)
+    loaded: dict[str, LoadedCheckpoint] = {}
     if size > 1 and len(ranked) > 1:
-        held_out = [_valid_predictions(c, config) for c in ranked[:size]]
+        loaded = {c.key: load_model_dir(c.run) for c in ranked[:size] if c.run is not None}
+        held_out = [_valid_predictions(c, config, loaded[c.key]) for c in ranked[:size]]
         ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
     if ensemble is not None:
         _clear_model_files(out)
-        save_ensemble([(c.key, w, load_model_dir(c.run)) for c, w in ensemble.members if c.run], out)  # type: ignore[arg-type]
+        save_ensemble([(c.key, w, loaded[c.key]) for c, w in ensemble.members], out)
     else:
         _adopt(winner.run, out)
     _finish(out, plan, candidates, None if ensemble else winner, time.perf_counter() - started, ensemble=ensemble)
@@ -208,10 +210,10 @@ def _task(config: Config) -> tuple[str, str, str]:
     return task, config.tasks[task].type, metric
 
 
-def _valid_predictions(cand: Candidate, config: Config) -> MemberPredictions | None:
+def _valid_predictions(cand: Candidate, config: Config, loaded: LoadedCheckpoint) -> MemberPredictions | None:
     assert cand.run is not None
     try:
-        return member_predictions(cand.run, "valid", _task(config)[0])
+        return member_predictions(cand.run, "valid", _task(config)[0], loaded=loaded)
     except PolyfuseError:
         return None
 
@@ -382,9 +384,10 @@ def _refit(
         "train.monitor=null", f"train.eval_every_n_epochs={max(1, epochs)}",
     ] + [f"tasks.{t}.threshold=none" for t in config.tasks]
     say(f"refit {cand.key} on all {rows} training rows for {epochs} epochs (the folds' median length)")
-    done = _complete(run)
-    if done is not None and Config.from_yaml(run / "config.yaml").train.epochs == epochs:
-        return Config.from_yaml(run / "config.yaml"), epochs
+    if _complete(run) is not None:  # a finished refit of the same length (an interrupted selection resumed)
+        previous = Config.from_yaml(run / "config.yaml")
+        if previous.train.epochs == epochs:
+            return previous, epochs
     result = run_training(config.with_overrides(refit), run, overwrite=True, progress=progress)
     return result.config, epochs
 
