@@ -8,10 +8,10 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= export,serve,dev
+EXTRAS     ?= export,serve,video,tune,tracking,browser,dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test install data fonts clean help
+.PHONY: demo test install data fonts browser clean help
 
 help:
 	@echo "make demo    install, then run the main job (runs/demo/)"
@@ -39,12 +39,16 @@ $(VENV)/.data: requirements-data.txt $(VENV)/.torch
 fonts:
 	@PY=$(PY) bash scripts/ensure-emoji-font.sh
 
+# The web-page test drives Debian's chromium headless (Playwright); installed when missing and possible.
+browser:
+	@bash scripts/ensure-browser.sh
+
 install: $(VENV)/.package $(VENV)/.data fonts
 
 demo: install
 	$(VENV)/bin/polyfuse demo --out runs/demo
 
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

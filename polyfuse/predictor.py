@@ -56,13 +56,33 @@ class Predictor:
         return pd.DataFrame(list(rows)), None
 
     @torch.no_grad()
-    def predict_batch(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Numpy batch (pipeline layout) -> probabilities / values per task."""
+    def _forward(self, batch: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """Numpy batch -> (predictions per task, the fusion's weight per input [B] or None)."""
         from polyfuse.data.collate import to_torch
 
         tb = to_torch(batch)
         out = self.model(tb["inputs"], tb["present"])
-        return {name: task_predictions(task.type, out.outputs[name]).numpy() for name, task in self.config.tasks.items()}
+        preds = {name: task_predictions(task.type, out.outputs[name]).numpy() for name, task in self.config.tasks.items()}
+        weights = out.fused.modality_weights
+        if weights is None or not out.fused.modalities:
+            return preds, None
+        w = weights.float().numpy()  # [B, M]
+        return preds, {m: w[:, j] for j, m in enumerate(out.fused.modalities)}
+
+    def predict_batch(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Numpy batch (pipeline layout) -> probabilities / values per task."""
+        return self._forward(batch)[0]
+
+    def explain_batch(self, batch: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], dict[str, np.ndarray] | None]:
+        """Numpy batch -> (predictions, ``{task: {input: [B] contribution}}``, fusion weights per input or None).
+
+        One extra batched pass per input (see :mod:`polyfuse.explain`).
+        """
+        from polyfuse.explain import explain_batch
+
+        preds, weights = self._forward(batch)
+        tasks = {name: task.type for name, task in self.config.tasks.items()}
+        return preds, explain_batch(self.predict_batch, batch, tasks, list(self.specs), base=preds), weights
 
     def predict(
         self,
@@ -71,20 +91,28 @@ class Predictor:
         root: str | Path | None = None,
         batch_size: int = 256,
         policy: str = "missing",
+        explain: bool = False,
     ) -> pd.DataFrame:
         """Predict rows (DataFrame, dicts, or a manifest path). One output row per input row.
 
         Columns: ``<task>`` (predicted label, value, or generated text) and ``<task>:p:<class>``
         (probabilities; not for regression and generation),
         plus ``problems`` listing anything unreadable in that row (treated as missing).
+        ``explain``: also ``<task>:explain:<input>`` (how much the input moved the row's prediction:
+        see :mod:`polyfuse.explain`) and, for fusions that weigh inputs, ``fusion_weight:<input>``.
         """
+        from polyfuse.explain import column_name, weight_column
+
         frame, default_root = self._rows_frame(rows)
         root_path = Path(root) if root is not None else (default_root or Path.cwd())
         outputs: list[pd.DataFrame] = []
         for start in range(0, len(frame), batch_size):
             chunk = frame.iloc[start : start + batch_size].reset_index(drop=True)
             batch, report = self.pipeline.batch_from_rows(chunk, root=root_path, policy=policy)
-            preds = self.predict_batch(batch)
+            if explain:
+                preds, contributions, weights = self.explain_batch(batch)
+            else:
+                preds, contributions, weights = self.predict_batch(batch), {}, None
             rows_idx = np.asarray(batch["row"])
             # a row with no usable input gets no prediction: a label from nothing would look real
             usable = usable_rows(batch, self.specs)
@@ -117,6 +145,12 @@ class Predictor:
                     part[name] = [None if np.isnan(r).any() else "|".join(str(c) for c, p in zip(classes, r) if p >= 0.5) for r in full]
                     for j, cls in enumerate(classes):
                         part[f"{name}:p:{cls}"] = full[:, j]
+            explained = [(column_name(t, i), v) for t, per in contributions.items() for i, v in per.items()]
+            explained += [(weight_column(i), v) for i, v in (weights or {}).items()]
+            for column, values in explained:
+                col = np.full(len(chunk), np.nan)
+                col[rows_idx[usable]] = np.asarray(values, dtype=np.float64)[usable]
+                part[column] = col
             problems: dict[int, list[str]] = {}
             for entry in report.entries:
                 problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")

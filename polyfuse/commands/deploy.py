@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
         batch_window_ms: float = typer.Option(0.0, "--batch-window-ms", help="Group requests arriving within this window into one forward pass."),
         log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     ) -> None:
-        """Serve predictions over HTTP: POST /predict, GET /health, /metadata, /metrics."""
+        """Serve predictions over HTTP: a page to try the model at /, POST /predict (?explain=true), GET /health, /metadata, /metrics."""
         import uvicorn
 
         from polyfuse.serve.app import create_app

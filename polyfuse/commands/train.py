@@ -151,6 +151,11 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option(..., "--data", help="Manifest of rows to predict (label columns not needed)."),
         out: Path = typer.Option(Path("predictions.csv"), "--out", "-o", help="Where to write predictions (CSV)."),
         root: Optional[Path] = typer.Option(None, "--root", help="Folder file paths resolve against (default: the manifest's)."),
+        explain: bool = typer.Option(
+            False, "--explain",
+            help="Add <task>:explain:<input> columns: how much each input moved the row's prediction "
+            "(one extra pass per input), and fusion_weight:<input> where the fusion weighs its inputs.",
+        ),
     ) -> None:
         """Predict every row of a manifest: labels and class probabilities per task."""
         from polyfuse.api import load
@@ -162,7 +167,7 @@ def register(app: typer.Typer) -> None:
         predictor = load(ckpt)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PredictionProblemsWarning)
-            frame = predictor.predict(data, root=root)
+            frame = predictor.predict(data, root=root, explain=explain)
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index_label="row")
         typer.echo(f"wrote {len(frame)} predictions to {out}")

@@ -1,4 +1,6 @@
-"""The HTTP server: ``create_app(ckpt) -> FastAPI`` with /predict, /health, /metadata and /metrics.
+"""The HTTP server: ``create_app(ckpt) -> FastAPI`` with /predict, /health, /metadata, /metrics and a
+page at / to try the model in a browser (``polyfuse.serve.page``). ``/predict?explain=true`` adds the
+row's per-input explanation (``polyfuse.explain``).
 
 ``POST /predict`` takes one row, either as ``multipart/form-data`` (file uploads for image,
 audio, sequence and video inputs; form fields for text, numbers and categories) or as JSON
@@ -24,7 +26,7 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from polyfuse import __version__
@@ -33,7 +35,7 @@ from polyfuse.serve.batching import MicroBatcher
 from polyfuse.serve.metrics import MetricsMiddleware, ServerMetrics
 
 MB = 1024 * 1024
-PATHS = ("/predict", "/health", "/metadata", "/metrics")
+PATHS = ("/", "/predict", "/health", "/metadata", "/metrics")
 
 
 # --------------------------------------------------------------------------- the model behind the server
@@ -52,6 +54,16 @@ class Engine:
     predict_batch: Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]
     source: str
     keep: list[Any] = field(default_factory=list)  # objects that must live as long as the engine (temp dirs)
+    # batch -> ({task: {input: [B] contribution}}, fusion weight per input [B] or None); see polyfuse.explain
+    explain_batch: Callable[[Mapping[str, Any]], tuple[Any, Any]] | None = None
+
+    def explain(self, batch: Mapping[str, Any]) -> tuple[Any, Any]:
+        """Per-row, per-input contributions (and the fusion's weights where it has them) of one batch."""
+        if self.explain_batch is not None:
+            return self.explain_batch(batch)
+        from polyfuse.explain import explain_batch
+
+        return explain_batch(self.predict_batch, batch, self.tasks, list(self.inputs)), None
 
 
 def load_engine(ckpt: str | Path, *, onnx: bool = False) -> Engine:
@@ -96,6 +108,7 @@ def load_engine(ckpt: str | Path, *, onnx: bool = False) -> Engine:
     return Engine(
         "torch", torch_predictor.pipeline, tasks, classes, dict(torch_predictor.inputs), torch_predictor.metrics,
         torch_predictor.predict_batch, str(ckpt), keep,
+        explain_batch=lambda batch: torch_predictor.explain_batch(batch)[1:],
     )
 
 
@@ -338,6 +351,18 @@ def row_result(preds: Mapping[str, np.ndarray], i: int, tasks: Mapping[str, str]
     return out
 
 
+def _flag(value: str | None, name: str) -> bool:
+    """A query flag: absent/false/0/no -> False, true/1/yes -> True; anything else is a 422 naming it."""
+    if value is None:
+        return False
+    text = value.strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise RequestError(422, f"query parameter {name!r}: expected true or false, got {value[:40]!r}", name)
+
+
 def create_app(
     ckpt: str | Path,
     *,
@@ -372,6 +397,16 @@ def create_app(
     batcher: MicroBatcher[Any, dict[str, Any]] = MicroBatcher(
         run_batch, batch_window_ms, max_batch, on_batch=metrics.batch_rows.observe
     )
+
+    def explain_one(example: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One row's predictions and explanation (one extra pass per input; not micro-batched)."""
+        from polyfuse.explain import row_explanation
+
+        batch = pipeline.collate([example])
+        preds = engine.predict_batch(batch)
+        contributions, weights = engine.explain(batch)
+        metrics.rows_predicted.inc(1)
+        return row_result(preds, 0, engine.tasks, engine.classes), row_explanation(contributions, 0, weights)
 
     def encode(values: Mapping[str, Any]) -> Any:
         record = {name: values.get(name) for name in fields}
@@ -411,11 +446,22 @@ def create_app(
                 415, f"Content-Type {content_type or '(none)'!r} is not accepted; send multipart/form-data "
                 "(files), application/x-www-form-urlencoded (no files) or application/json"
             )
+        explain = _flag(request.query_params.get("explain"), "explain")
         example = await run_in_threadpool(encode, values)
-        result = await batcher.submit(example)
         missing = [name for name, arrays in example.inputs.items() if arrays is None]
         problems = [f"{p.column}: {p.reason}" for p in example.problems]
-        return JSONResponse({"predictions": result, "missing": missing, "problems": problems})
+        if not explain:
+            result = await batcher.submit(example)
+            return JSONResponse({"predictions": result, "missing": missing, "problems": problems})
+        result, explanation = await run_in_threadpool(explain_one, example)
+        return JSONResponse({"predictions": result, "missing": missing, "problems": problems, "explanation": explanation})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        """A page to try the model: a form of its inputs, the prediction and the per-input explanation."""
+        from polyfuse.serve.page import render_page
+
+        return HTMLResponse(render_page())
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -426,7 +472,7 @@ def create_app(
         inputs = []
         for name, kind in engine.inputs.items():
             own = [f for f in fields.values() if f.input == name]
-            inputs.append({"name": name, "kind": kind, "fields": [{"name": f.name, "expects": f.describe()} for f in own]})
+            inputs.append({"name": name, "kind": kind, "fields": [{"name": f.name, "role": f.role, "expects": f.describe()} for f in own]})
         return {
             "polyfuse_version": __version__,
             "backend": engine.backend,
