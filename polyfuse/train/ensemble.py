@@ -101,6 +101,19 @@ def greedy_weights(
     return [float(c) for c in best_counts / best_counts.sum()], float(best_score)
 
 
+#: A candidate joins the ensemble's pool only when its own held-out score is within this fraction of
+#: the best candidate's (Caruana et al.'s library pruning): a far weaker member that wins a round on a
+#: few held-out rows is noise, not complementarity.
+POOL_TOLERANCE = 0.10
+
+
+def close_to_best(scores: Sequence[float], mode: str, tolerance: float = POOL_TOLERANCE) -> list[bool]:
+    """Per score: within ``tolerance`` (a fraction of the best score's magnitude) of the best one."""
+    best = max(scores) if mode == "max" else min(scores)
+    margin = tolerance * abs(best)
+    return [s >= best - margin - 1e-12 if mode == "max" else s <= best + margin + 1e-12 for s in scores]
+
+
 def merged_pipeline(members: Sequence[LoadedCheckpoint]) -> Any:
     """One DataPipeline holding every member's inputs; PolyfuseError when two members fitted an input differently."""
     from polyfuse.data.pipeline import DataPipeline

@@ -30,7 +30,9 @@ from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
 from polyfuse.presets.table import TablePlan
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
-from polyfuse.train.ensemble import MemberPredictions, greedy_weights, member_predictions, metric_function, save_ensemble
+from polyfuse.train.ensemble import (
+    MemberPredictions, close_to_best, greedy_weights, member_predictions, metric_function, save_ensemble,
+)
 from polyfuse.train.metrics import monitor_mode
 from polyfuse.train.runner import RunResult, run_training
 
@@ -234,6 +236,14 @@ def _fit_ensemble(
     _, kind, metric = _task(config)
     mode = monitor_mode(config.train.monitor or "")
     score = metric_function(kind, metric)
+    own = [score(p.preds, first.labels) for _, p in same]
+    keep = close_to_best(own, mode)
+    if not all(keep):
+        dropped = ", ".join(f"{c.key} {s:.4f}" for (c, _), s, k in zip(same, own, keep) if not k)
+        say(f"ensemble: left out as far weaker than the best on the held-out rows ({metric}): {dropped}")
+    same = [pair for pair, k in zip(same, keep) if k]
+    if len(same) < 2:
+        return None
     weights, value = greedy_weights([p.preds for _, p in same], first.labels, score, mode)
     members = [(c, w) for (c, _), w in zip(same, weights) if w > 0]
     best_single = score(first.preds, first.labels)
