@@ -124,3 +124,15 @@ def test_server_explains_on_request(trained: Path, rows: pd.DataFrame, avmnist) 
     assert "explanation" not in client.post("/predict", files=files).json()
     bad = client.post("/predict?explain=maybe", files=files)
     assert bad.status_code == 422 and bad.json()["field"] == "explain"
+
+
+def test_the_onnx_server_explains_like_pytorch(trained: Path, rows: pd.DataFrame, avmnist) -> None:
+    """The ONNX engine has no fusion weights but the same contributions (its graph takes the present masks)."""
+    expected = polyfuse.load(trained).predict(rows, root=avmnist.root, explain=True)
+    client = TestClient(create_app(trained, onnx=True))
+    row = rows.iloc[4]
+    files = {"audio": ("a.npy", (avmnist.root / row["audio"]).read_bytes()), "image": ("x.png", (avmnist.root / row["image"]).read_bytes())}
+    explanation = client.post("/predict?explain=true", files=files).json()["explanation"]
+    for name in ("audio", "image"):
+        assert explanation["contributions"]["digit"][name] == pytest.approx(expected[column_name("digit", name)].iloc[4], abs=1e-4)
+    assert explanation["fusion_weights"] is None  # concat weighs nothing
