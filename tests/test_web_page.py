@@ -4,8 +4,10 @@ compare with Predictor.predict. `make test` installs chromium when it can (scrip
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
+from typing import Any, Iterator
 
 import pandas as pd
 import pytest
@@ -32,6 +34,19 @@ def chromium_or_skip() -> str:
     return found
 
 
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A new page in headless chromium (skips where there is no browser or no playwright)."""
+    executable = chromium_or_skip()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test` (extra: browser)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
 def test_page_is_served_and_lists_the_model_fields(run: Path) -> None:
     client = TestClient(create_app(run))
     page = client.get("/")
@@ -42,34 +57,27 @@ def test_page_is_served_and_lists_the_model_fields(run: Path) -> None:
 
 
 def test_page_predicts_an_uploaded_row_in_a_browser(run: Path, avmnist, tmp_path: Path) -> None:
-    executable = chromium_or_skip()
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is installed by `make test` (extra: browser)")
     row = pd.read_csv(avmnist.test).iloc[3]
     files = {column: avmnist.root / row[column] for column in ("audio", "image")}
     expected = polyfuse.load(run).predict(pd.DataFrame([row[["audio", "image"]]]), root=avmnist.root, explain=True)
-    with serving(create_app(run)) as url, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(url + "/")
-            page.wait_for_selector("form[data-state=ready]", timeout=30_000)
-            for column, path in files.items():
-                page.set_input_files(f"#field-{column}", str(path))
-            page.click("#submit")
-            page.wait_for_selector("#result[data-state=done]", timeout=30_000)
-            task = page.locator("section[data-task=digit]")
-            shown = task.locator("[data-role=label]").inner_text()
-            probabilities = {
-                bar.get_attribute("data-name"): float(bar.locator(".value").inner_text())
-                for bar in task.locator("[data-role=probabilities] .bar").all()
-            }
-            contributions = {
-                bar.get_attribute("data-name"): float(bar.locator(".value").inner_text())
-                for bar in task.locator("[data-role=explanation] .bar").all()
-            }
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
-        finally:
-            browser.close()
+    with serving(create_app(run)) as url, browser_page() as page:
+        page.goto(url + "/")
+        page.wait_for_selector("form[data-state=ready]", timeout=30_000)
+        for column, path in files.items():
+            page.set_input_files(f"#field-{column}", str(path))
+        page.click("#submit")
+        page.wait_for_selector("#result[data-state=done]", timeout=30_000)
+        task = page.locator("section[data-task=digit]")
+        shown = task.locator("[data-role=label]").inner_text()
+        probabilities = {
+            bar.get_attribute("data-name"): float(bar.locator(".value").inner_text())
+            for bar in task.locator("[data-role=probabilities] .bar").all()
+        }
+        contributions = {
+            bar.get_attribute("data-name"): float(bar.locator(".value").inner_text())
+            for bar in task.locator("[data-role=explanation] .bar").all()
+        }
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert shown == str(expected["digit"].iloc[0])
     classes = polyfuse.load(run).classes("digit")
     assert set(probabilities) == {str(c) for c in classes}
@@ -78,3 +86,17 @@ def test_page_predicts_an_uploaded_row_in_a_browser(run: Path, avmnist, tmp_path
     for name in ("audio", "image"):
         assert contributions[name] == pytest.approx(expected[column_name("digit", name)].iloc[0], abs=1e-3)
     assert (tmp_path / "page.png").stat().st_size > 5_000
+
+
+def test_page_shows_the_server_refusing_a_file_over_the_limit(run: Path, avmnist) -> None:
+    row = pd.read_csv(avmnist.test).iloc[0]
+    audio = avmnist.root / row["audio"]
+    limit_mb = audio.stat().st_size / 2 / 1024 / 1024  # the sound file is twice the per-file limit
+    with serving(create_app(run, max_file_mb=limit_mb)) as url, browser_page() as page:
+        page.goto(url + "/")
+        page.wait_for_selector("form[data-state=ready]", timeout=30_000)
+        page.set_input_files("#field-audio", str(audio))
+        page.click("#submit")
+        page.wait_for_selector("#result[data-state=error]", state="attached", timeout=30_000)
+        message = page.locator("#error").inner_text()
+    assert message.startswith("413") and "audio" in message
