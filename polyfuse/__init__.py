@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from polyfuse._version import __version__
 
 __all__ = ["__version__", "Config", "build_model", "list_components", "fit", "load", "load_model"]
 

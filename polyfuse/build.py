@@ -8,9 +8,12 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from polyfuse.config import ComponentConfig, Config, ConfigError, EnsembleMemberConfig, ModelConfig, TaskConfig
-from polyfuse.data.targets import target_max_length, target_options
+from polyfuse.config import (
+    ComponentConfig, Config, ConfigError, EnsembleMemberConfig, ModelConfig, TaskConfig, check_finetune_options,
+)
+from polyfuse.data.labels import target_options
 from polyfuse.registry import ENCODERS, FUSIONS, HEADS, OBJECTIVES, PROCESSORS, Registry
+from polyfuse.tasks import TASKS
 from polyfuse.types import INPUT_KINDS, InputSpec
 
 #: Encoder used for an input kind when the config names none.
@@ -23,15 +26,9 @@ DEFAULT_ENCODERS: dict[str, str] = {
     "video": "video_frames",
 }
 
-#: Head and loss per task type.
-TASK_HEADS: dict[str, str] = {
-    "classification": "classification", "regression": "regression", "multilabel": "multilabel",
-    "generation": "caption_decoder",
-}
-TASK_LOSSES: dict[str, str] = {
-    "classification": "cross_entropy", "regression": "mse", "multilabel": "bce",
-    "generation": "sequence_cross_entropy",
-}
+#: Head and loss per task type (the task types' defaults, ``polyfuse.tasks``).
+TASK_HEADS: dict[str, str] = {name: t.head for name, t in TASKS.items()}
+TASK_LOSSES: dict[str, str] = {name: t.loss for name, t in TASKS.items()}
 
 #: Arguments the builder supplies itself; a config may not set them.
 _INJECTED_ENCODER_ARGS = {
@@ -121,8 +118,6 @@ def validate_config(config: Config) -> None:
         check_component(OBJECTIVES, comp, f"objectives.{oname}", _INJECTED_OBJECTIVE_ARGS | {"weight"})
     if config.data.dataset is None and config.data.train is None:
         raise ConfigError("data: set data.dataset (a built-in name) or data.train (a manifest file)")
-    from polyfuse.train.init import check_finetune_options
-
     check_finetune_options(config)
 
 
@@ -162,7 +157,7 @@ def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: 
 
 def head_offers(task: TaskConfig) -> dict[str, Any]:
     """Values injected into a task's head besides its widths: a generation head's ``max_length``."""
-    return {"max_length": target_max_length(task)} if task.type == "generation" else {}
+    return TASKS[task.type].head_offers(task)
 
 
 def member_config(config: Config, member: EnsembleMemberConfig) -> Config:

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from polyfuse import __version__
+from polyfuse._version import __version__
 from polyfuse.config import Config
 from polyfuse.errors import CheckpointError
-from polyfuse.train.safe_io import atomic_write_bytes
+from polyfuse.safe_state import atomic_write_bytes
 from polyfuse.types import InputSpec
 
 MARKER = "COMPLETE"

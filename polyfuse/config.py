@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 
@@ -214,6 +214,31 @@ class TrainConfig:
     # fine-tuning: encoders frozen for the first N epochs, then trained; encoder lr decayed per depth
     freeze_epochs: int = 0
     layerwise_lr_decay: float | None = None  # e.g. 0.8: a block's lr = lr * decay ** (blocks above it)
+    # experiment tracking through Lightning loggers: one of LOGGERS or a list (e.g. [tensorboard, mlflow])
+    logger: str | list[str] = "tensorboard"
+    tracking_uri: str | None = None  # mlflow store; default sqlite:///<run dir>/mlflow.db (file:<run dir>/mlruns without SQLAlchemy)
+    experiment: str | None = None  # mlflow experiment / wandb project; default "polyfuse"
+
+    LOGGERS: ClassVar[tuple[str, ...]] = ("tensorboard", "csv", "mlflow", "wandb")
+
+    def __post_init__(self) -> None:
+        self.logger_names()
+
+    def logger_names(self) -> list[str]:
+        """``logger`` as a list of distinct names; ConfigError naming ``train.logger`` for anything else."""
+        names = [self.logger] if isinstance(self.logger, str) else list(self.logger)
+        allowed = ", ".join(self.LOGGERS)
+        if not names:
+            raise ConfigError(f"train.logger: empty; give one of {allowed} or a list of them")
+        for name in names:
+            if name not in self.LOGGERS:
+                raise ConfigError(
+                    f"train.logger: {name!r} is not a logger; allowed: {allowed} (one name or a list, e.g. [tensorboard, mlflow])"
+                )
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ConfigError(f"train.logger: {twice[0]!r} is named twice")
+        return names
 
 
 @dataclass
@@ -428,3 +453,16 @@ def _dump(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_dump(v) for v in obj]
     return obj
+
+
+def check_finetune_options(config: Config) -> None:
+    """Fail early on fine-tuning options out of range (``train.freeze_epochs``, ``train.layerwise_lr_decay``)."""
+    train = config.train
+    if train.freeze_epochs < 0:
+        raise ConfigError(f"train.freeze_epochs: must be 0 or more, got {train.freeze_epochs}")
+    decay = train.layerwise_lr_decay
+    if decay is not None and not 0.0 < decay <= 1.0:
+        raise ConfigError(f"train.layerwise_lr_decay: must be in (0, 1] (or null = off), got {decay}")
+    ks = config.retrieval.ks
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"retrieval.ks: expected a list of positive integers, got {ks}")

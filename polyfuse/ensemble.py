@@ -17,10 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.model import MultimodalModel
+from polyfuse.tasks import TASKS
 from polyfuse.types import FusionOutput, ModelOutput
 
-#: Task types an ensemble can average.
-ENSEMBLE_TASK_TYPES = ("classification", "multilabel", "regression")
 
 
 class EnsembleModel(nn.Module):
@@ -36,7 +35,7 @@ class EnsembleModel(nn.Module):
         super().__init__()
         if not members or len(members) != len(weights):
             raise ValueError(f"an ensemble needs one weight per member, got {len(members)} members and {len(weights)} weights")
-        unsupported = [t for t, kind in task_types.items() if kind not in ENSEMBLE_TASK_TYPES]
+        unsupported = [t for t, kind in task_types.items() if not TASKS[kind].deployable]
         if unsupported:
             raise ValueError(f"an ensemble cannot average {task_types[unsupported[0]]} task {unsupported[0]!r}")
         w = torch.tensor([float(x) for x in weights], dtype=torch.float32)
@@ -67,9 +66,4 @@ class EnsembleModel(nn.Module):
     def _combine(self, kind: str, outputs: list[Tensor]) -> Tensor:
         stacked = torch.stack([o.float() for o in outputs], dim=0)  # [n, B, C]
         w = self.weights.view(-1, *([1] * (stacked.dim() - 1)))  # [n, 1, 1]
-        if kind == "classification":
-            return torch.logsumexp(stacked.log_softmax(dim=-1) + w.clamp_min(1e-12).log(), dim=0)
-        if kind == "multilabel":
-            p = (stacked.sigmoid() * w).sum(dim=0).clamp(1e-7, 1 - 1e-7)
-            return p.log() - (-p).log1p()
-        return (stacked * w).sum(dim=0)
+        return TASKS[kind].combine(stacked, w)  # the task type averages where averaging means something

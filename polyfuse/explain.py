@@ -8,7 +8,8 @@ input). A row's contribution of an input is ``score(all inputs) - score(without 
 - multilabel: the mean absolute change of the label probabilities.
 
 Positive means the input pushed the row towards its prediction; ~0 means the row's prediction does not
-depend on it (also when the input is missing in that row). Generation tasks are not explained.
+depend on it (also when the input is missing in that row). Each task type computes its change
+(``TaskType.explain_change``); generation tasks are not explained.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-#: Task types an explanation covers.
-EXPLAINED_TYPES = ("classification", "regression", "multilabel")
+from polyfuse.tasks import TASKS
 
 PredictFn = Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]
 
@@ -39,21 +39,6 @@ def without(batch: Mapping[str, Any], input_name: str) -> dict[str, Any]:
     return {**batch, "present": present}
 
 
-def _change(kind: str, base: np.ndarray, dropped: np.ndarray) -> np.ndarray:
-    """[B] contribution from the predictions with all inputs (``base``) and without one (``dropped``)."""
-    base, dropped = np.asarray(base, dtype=np.float64), np.asarray(dropped, dtype=np.float64)
-    if kind == "classification":  # [B, C]
-        chosen = base.argmax(axis=1)
-        rows = np.arange(len(base))
-        return base[rows, chosen] - dropped[rows, chosen]
-    if kind == "multilabel":  # [B, C]
-        return np.abs(base - dropped).mean(axis=1)
-    flat_base, flat_dropped = base.reshape(len(base), -1), dropped.reshape(len(dropped), -1)
-    if flat_base.shape[1] == 1:
-        return flat_base[:, 0] - flat_dropped[:, 0]
-    return np.abs(flat_base - flat_dropped).mean(axis=1)
-
-
 def explain_batch(
     predict: PredictFn,
     batch: Mapping[str, Any],
@@ -62,7 +47,7 @@ def explain_batch(
     base: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """``{task: {input: [B] contribution}}`` for the explained tasks; ``base`` = predictions with all inputs."""
-    explained = {t: kind for t, kind in tasks.items() if kind in EXPLAINED_TYPES}
+    explained = {t: TASKS[kind] for t, kind in tasks.items() if TASKS[kind].deployable}
     if not explained:
         return {}
     base = base if base is not None else predict(batch)
@@ -72,7 +57,8 @@ def explain_batch(
             continue
         dropped = predict(without(batch, name))
         for task, kind in explained.items():
-            result[task][name] = _change(kind, base[task], dropped[task])
+            base_values, dropped_values = np.asarray(base[task], dtype=np.float64), np.asarray(dropped[task], dtype=np.float64)
+            result[task][name] = kind.explain_change(base_values, dropped_values)
     return result
 
 

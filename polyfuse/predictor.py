@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
-from polyfuse.row_problems import mark_no_input, usable_rows, warn_about_problems
-from polyfuse.train.module import task_predictions
+from polyfuse.results import predictions_frame, rows_frame
+from polyfuse.row_problems import usable_rows, warn_about_problems
+from polyfuse.tasks import TASKS
 
 
 class Predictor:
@@ -43,18 +44,6 @@ class Predictor:
         return list(self.pipeline.classes(task))
 
     # ------------------------------------------------------------------ prediction
-    def _rows_frame(self, rows: Any) -> tuple[pd.DataFrame, Path | None]:
-        if isinstance(rows, (str, Path)):
-            from polyfuse.data.manifest import read_manifest
-
-            path = Path(rows)
-            return read_manifest(path), path.parent
-        if isinstance(rows, pd.DataFrame):
-            return rows.reset_index(drop=True), None
-        if isinstance(rows, Mapping):
-            return pd.DataFrame([dict(rows)]), None
-        return pd.DataFrame(list(rows)), None
-
     @torch.no_grad()
     def _forward(self, batch: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """Numpy batch -> (predictions per task, the fusion's weight per input [B] or None)."""
@@ -62,7 +51,7 @@ class Predictor:
 
         tb = to_torch(batch)
         out = self.model(tb["inputs"], tb["present"])
-        preds = {name: task_predictions(task.type, out.outputs[name]).numpy() for name, task in self.config.tasks.items()}
+        preds = {name: TASKS[task.type].predictions(out.outputs[name]).numpy() for name, task in self.config.tasks.items()}
         weights = out.fused.modality_weights
         if weights is None or not out.fused.modalities:
             return preds, None
@@ -103,7 +92,7 @@ class Predictor:
         """
         from polyfuse.explain import column_name, weight_column
 
-        frame, default_root = self._rows_frame(rows)
+        frame, default_root = rows_frame(rows)
         root_path = Path(root) if root is not None else (default_root or Path.cwd())
         outputs: list[pd.DataFrame] = []
         for start in range(0, len(frame), batch_size):
@@ -116,45 +105,17 @@ class Predictor:
             rows_idx = np.asarray(batch["row"])
             # a row with no usable input gets no prediction: a label from nothing would look real
             usable = usable_rows(batch, self.specs)
-            part = pd.DataFrame(index=range(len(chunk)))
-            for name, task in self.config.tasks.items():
-                values = np.array(preds[name], dtype=np.float64 if task.type != "generation" else preds[name].dtype)
-                if task.type != "generation" and not usable.all():
-                    values[~usable] = np.nan
-                if task.type == "classification":
-                    classes = self.classes(name)
-                    full = np.full((len(chunk), values.shape[1]), np.nan)
-                    full[rows_idx] = values
-                    labels = [classes[i] if not np.isnan(full[r]).any() else None for r, i in enumerate(np.nan_to_num(full).argmax(1))]
-                    part[name] = labels
-                    for j, cls in enumerate(classes):
-                        part[f"{name}:p:{cls}"] = full[:, j]
-                elif task.type == "regression":
-                    col = np.full(len(chunk), np.nan)
-                    col[rows_idx] = values.reshape(len(rows_idx), -1)[:, 0]
-                    part[name] = col
-                elif task.type == "generation":  # generated ids -> text; None for dropped rows
-                    texts: list[str | None] = [None] * len(chunk)
-                    for r, text, ok in zip(rows_idx, self.pipeline.labels[name].decode(values), usable):
-                        texts[int(r)] = text if ok else None
-                    part[name] = texts
-                else:
-                    classes = self.classes(name)
-                    full = np.full((len(chunk), values.shape[1]), np.nan)
-                    full[rows_idx] = values
-                    part[name] = [None if np.isnan(r).any() else "|".join(str(c) for c, p in zip(classes, r) if p >= 0.5) for r in full]
-                    for j, cls in enumerate(classes):
-                        part[f"{name}:p:{cls}"] = full[:, j]
+            kept = rows_idx[usable]
+            tasks = {name: task.type for name, task in self.config.tasks.items()}
+            classes = {name: self.classes(name) for name, kind in tasks.items() if TASKS[kind].has_classes}
+            decoders = {name: self.pipeline.labels[name].decode for name in tasks}
+            part = predictions_frame({t: np.asarray(v)[usable] for t, v in preds.items()}, kept, len(chunk), tasks, classes, report, decoders)
             explained = [(column_name(t, i), v) for t, per in contributions.items() for i, v in per.items()]
             explained += [(weight_column(i), v) for i, v in (weights or {}).items()]
             for column, values in explained:
                 col = np.full(len(chunk), np.nan)
-                col[rows_idx[usable]] = np.asarray(values, dtype=np.float64)[usable]
+                col[kept] = np.asarray(values, dtype=np.float64)[usable]
                 part[column] = col
-            problems: dict[int, list[str]] = {}
-            for entry in report.entries:
-                problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")
-            part["problems"] = mark_no_input(["; ".join(problems.get(i, [])) for i in range(len(chunk))], rows_idx[usable])
             part.index = range(start, start + len(chunk))
             outputs.append(part)
         result = pd.concat(outputs) if outputs else pd.DataFrame()

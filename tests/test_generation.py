@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from polyfuse.config import Config, ConfigError, TaskConfig
-from polyfuse.data.targets import (
-    BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, TextTargetEncoder, encoder_from_state, make_encoder, strip_special,
-)
+from polyfuse.data.labels import encoder_from_state, make_encoder
+from polyfuse.data.targets import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, TextTargetEncoder, strip_special
 from polyfuse.generation.loss import SequenceCrossEntropy
 from polyfuse.generation.metrics import generation_scores
 from polyfuse.generation.search import beam_search, greedy_search, search

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 import polyfuse
 from polyfuse.cli import app
 from polyfuse.errors import CheckpointError
-from polyfuse.train.safe_io import load_state
+from polyfuse.safe_state import load_state
 
 runner = CliRunner()
 #: The tiny-avmnist recipe, smaller and faster: 64 rows per split, 4 batches per epoch.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from polyfuse.errors import CheckpointError
-from polyfuse.train.safe_io import load_state, save_state
+from polyfuse.safe_state import load_state, save_state
 
 
 def test_roundtrip_keeps_types(tmp_path):

@@ -103,12 +103,12 @@ def eager_latency_ms(run_dir: Path, repeats: int = LATENCY_REPEATS) -> float:
 
 def main_metric_name(config: Config) -> tuple[str, str]:
     """(task, metric) the leaderboard ranks by: the first task's main metric (acc, mae, f1)."""
-    from polyfuse.train.metrics import MAIN_METRIC
+    from polyfuse.tasks import TASKS
 
     if not config.tasks:
         raise PolyfuseError("benchmark fusion needs a task with labels (a dataset with labels, or --label COLUMN)")
     task, spec = next(iter(config.tasks.items()))
-    return task, MAIN_METRIC[spec.type][0]
+    return task, TASKS[spec.type].main_metric[0]
 
 
 def run_record(run_dir: Path, task: str, metric: str, latency: bool) -> dict[str, Any]:
@@ -172,8 +172,8 @@ def run_fusion_benchmark(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train every variant for ``seeds`` seeds (seed = base seed + k) and return the leaderboard dict."""
-    from polyfuse.api import fit
     from polyfuse.build import validate_config
+    from polyfuse.train.runner import run_training
     from polyfuse.checkpoint import MARKER
 
     if seeds < 1:
@@ -197,7 +197,7 @@ def run_fusion_benchmark(
             run_dir = out / "runs" / _safe(variant.key) / f"seed{k}"
             if not (run_dir / MARKER).is_file():
                 run_config = config.with_overrides([*variant.overrides, f"train.seed={base_seed + k}", "train.progress=false"])
-                fit(run_config, out=run_dir, overwrite=True, progress=False)
+                run_training(run_config, run_dir, overwrite=True, progress=False)
             record = run_record(run_dir, task, metric, latency)
             variant.runs.append(record)
             done += 1

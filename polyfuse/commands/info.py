@@ -71,6 +71,6 @@ def register(app: typer.Typer) -> None:
     @app.command("version")
     def version() -> None:
         """Print the polyfuse version."""
-        from polyfuse import __version__
+        from polyfuse._version import __version__
 
         typer.echo(__version__)

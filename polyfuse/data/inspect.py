@@ -151,7 +151,7 @@ def _render_label(name: str, balance: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     missing = f", {balance['missing']} missing" if balance["missing"] else ""
-    if balance["type"] == "regression":
+    if "mean" in balance:  # a continuous target: its range, not class counts
         console.print(
             f"label [bold]{escape(name)}[/bold] (regression{missing}): min {balance['min']:g}, max {balance['max']:g}, "
             f"mean {balance['mean']:g}, std {balance['std']:g}"

@@ -13,7 +13,8 @@ import pandas as pd
 
 from polyfuse.config import ConfigError, DataConfig, InputConfig, TaskConfig
 from polyfuse.data.labels import LabelEncoder
-from polyfuse.data.targets import TextTargetEncoder, encoder_from_state, has_vocabulary, make_encoder
+from polyfuse.data.labels import encoder_from_state, has_vocabulary, make_encoder
+from polyfuse.data.targets import TextTargetEncoder
 from polyfuse.data.processors.base import EMPTY, INVALID, Arrays, FitContext, Processor, RowContext
 from polyfuse.data.report import STAGE_INPUT, DataReport, Problem, check_policy
 from polyfuse.errors import CheckpointError, DataError

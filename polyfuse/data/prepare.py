@@ -27,6 +27,7 @@ from polyfuse.data.dataset import MultimodalDataset
 from polyfuse.data.pipeline import DataPipeline
 from polyfuse.data.report import DataReport, check_policy
 from polyfuse.errors import DataError
+from polyfuse.tasks import TASKS
 
 SPLITS = ("train", "valid", "test")
 
@@ -115,7 +116,7 @@ def _read_tables(config: Config, files: dict[str, str | None], needed: Sequence[
 def _stratify_column(config: Config, train: pd.DataFrame) -> str | None:
     stratify = config.data.split.stratify
     if stratify == "auto":
-        return next((t.column for t in config.tasks.values() if t.type == "classification" and t.column in train.columns), None)
+        return next((t.column for t in config.tasks.values() if TASKS[t.type].single_label and t.column in train.columns), None)
     if stratify is not None and stratify not in train.columns:
         raise ConfigError(
             f"data.split.stratify: column {stratify!r} not in the manifest; allowed: auto, null, "

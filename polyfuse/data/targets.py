@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from polyfuse.config import ConfigError, TaskConfig
-from polyfuse.data.labels import LabelEncoder
 from polyfuse.data.processors.base import is_missing
 from polyfuse.data.report import STAGE_LABEL, Problem
 
@@ -160,47 +159,8 @@ def strip_special(ids: Sequence[int] | np.ndarray) -> list[int]:
     return out
 
 
-def target_options(task: TaskConfig) -> dict[str, Any]:
-    """``task.target`` checked against the encoder's options (messages relative to the task's key path)."""
-    allowed = ("max_length", "vocab_size", "min_count", "lowercase")
-    unknown = [k for k in task.target if k not in allowed]
-    if unknown:
-        raise ConfigError(f"target.{unknown[0]}: unknown option of generation targets; allowed: {', '.join(allowed)}")
-    if task.type != GENERATION and task.target:
-        raise ConfigError(f"target: only generation tasks have target options (this task is {task.type})")
-    return dict(task.target)
-
-
 def target_max_length(task: TaskConfig) -> int:
     """Longest target of a generation task in tokens (BOS and EOS included)."""
     return int(task.target.get("max_length", DEFAULT_MAX_LENGTH))
 
 
-def make_encoder(task: TaskConfig) -> LabelEncoder | TextTargetEncoder:
-    """The encoder of one task's labels: a LabelEncoder, or a TextTargetEncoder for generation.
-
-    ConfigError messages are relative to the task (``target.max_length: ...``).
-    """
-    options = target_options(task)
-    if task.type != GENERATION:
-        return LabelEncoder(task.column, task.type, task.classes)
-    if task.classes is not None:
-        raise ConfigError("classes: generation tasks learn their vocabulary from the training texts; remove it")
-    try:
-        return TextTargetEncoder(task.column, **options)
-    except ConfigError as exc:
-        raise ConfigError(f"target.{exc}") from None
-
-
-def has_vocabulary(encoder: LabelEncoder | TextTargetEncoder) -> bool:
-    """False when fitting found no label (no class, or no word beyond the special tokens)."""
-    if encoder.type == GENERATION:
-        return encoder.dim > len(SPECIALS)
-    return encoder.type == "regression" or bool(encoder.classes)
-
-
-def encoder_from_state(state: Mapping[str, Any]) -> LabelEncoder | TextTargetEncoder:
-    """Rebuild a saved label or text-target encoder."""
-    if state.get("type") == GENERATION:
-        return TextTargetEncoder.from_state(state)
-    return LabelEncoder.from_state(state)

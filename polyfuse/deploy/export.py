@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polyfuse import __version__
+from polyfuse._version import __version__
+from polyfuse.tasks import TASKS, deployable_types
 from polyfuse.errors import PolyfuseError
 from polyfuse.types import INPUT_KEYS
 
@@ -45,7 +46,7 @@ LENGTH_AXES: dict[str, tuple[str, ...]] = {
 }
 EXPORTERS = ("auto", "dynamo", "torchscript")
 #: Task types a deployed graph returns (generation needs a decoding loop, which is not exported).
-SUPPORTED_TASKS = ("classification", "regression", "multilabel")
+SUPPORTED_TASKS = deployable_types()
 
 
 class ExportError(PolyfuseError):
@@ -53,12 +54,8 @@ class ExportError(PolyfuseError):
 
 
 def task_outputs(task_type: str, outputs: Tensor) -> Tensor:
-    """Head outputs -> what a deployed model returns (same as ``polyfuse.train.module.task_predictions``)."""
-    if task_type == "classification":
-        return outputs.float().softmax(dim=-1)
-    if task_type == "multilabel":
-        return outputs.float().sigmoid()
-    return outputs.float().squeeze(-1) if outputs.shape[-1] == 1 else outputs.float()
+    """Head outputs -> what a deployed model returns: the task type's predictions."""
+    return TASKS[task_type].predictions(outputs)
 
 
 # --------------------------------------------------------------------------- graph layout
@@ -508,7 +505,7 @@ def export_checkpoint(
         raise ExportError(f"{ckpt}: the checkpoint has no pipeline/ folder; it cannot be verified or served")
     if not predictor.config.tasks:
         raise ExportError(f"{ckpt}: the model has no tasks; only task outputs are exported")
-    unsupported = {n: t.type for n, t in predictor.config.tasks.items() if t.type not in SUPPORTED_TASKS}
+    unsupported = {n: t.type for n, t in predictor.config.tasks.items() if not TASKS[t.type].deployable}
     if unsupported:
         raise ExportError(
             f"{ckpt}: task(s) {unsupported} cannot be exported; ONNX export covers {', '.join(SUPPORTED_TASKS)} tasks"
@@ -526,7 +523,7 @@ def export_checkpoint(
     main, extra, used = verification_batches(predictor.pipeline, rows, limit)
     kinds = dict(predictor.inputs)
     tasks = {name: task.type for name, task in predictor.config.tasks.items()}
-    classes = {t: predictor.classes(t) for t, kind in tasks.items() if kind != "regression"}
+    classes = {t: predictor.classes(t) for t, kind in tasks.items() if TASKS[kind].has_classes}
     pad_ids = {name: spec.pad_id for name, spec in predictor.specs.items()}
     result = export_model(
         predictor.model, kinds, tasks, main, out / ONNX_FILE, checks=extra, opset=opset,

@@ -10,61 +10,12 @@ import numpy as np
 import pandas as pd
 
 from polyfuse.errors import CheckpointError
-from polyfuse.row_problems import mark_no_input, usable_rows, warn_about_problems
+from polyfuse.results import predictions_frame, rows_frame
+from polyfuse.row_problems import usable_rows, warn_about_problems
+from polyfuse.tasks import TASKS
 
 META_FILE = "onnx_model.json"  # same names as polyfuse.deploy.export (which imports torch)
 FORMAT = "polyfuse-onnx"
-
-
-def rows_frame(rows: Any) -> tuple[pd.DataFrame, Path | None]:
-    """A DataFrame of ``rows`` (DataFrame, dicts, one dict, or a manifest path) and the manifest's folder."""
-    if isinstance(rows, (str, Path)):
-        from polyfuse.data.manifest import read_manifest
-
-        path = Path(rows)
-        return read_manifest(path), path.parent
-    if isinstance(rows, pd.DataFrame):
-        return rows.reset_index(drop=True), None
-    if isinstance(rows, Mapping):
-        return pd.DataFrame([dict(rows)]), None
-    return pd.DataFrame(list(rows)), None
-
-
-def predictions_frame(
-    preds: Mapping[str, np.ndarray],
-    kept: np.ndarray,
-    n_rows: int,
-    tasks: Mapping[str, str],
-    classes: Mapping[str, Sequence[Any]],
-    report: Any,
-) -> pd.DataFrame:
-    """``Predictor.predict``'s layout for one chunk: ``<task>``, ``<task>:p:<class>`` and ``problems``.
-
-    ``preds[task]`` holds the rows ``kept`` (positions in the chunk); other rows get NaN / None.
-    """
-    part = pd.DataFrame(index=range(n_rows))
-    for name, task_type in tasks.items():
-        values = np.asarray(preds[name])
-        if task_type == "regression":
-            col = np.full(n_rows, np.nan)
-            col[kept] = values.reshape(len(kept), -1)[:, 0]
-            part[name] = col
-            continue
-        names = list(classes[name])
-        full = np.full((n_rows, values.shape[1]), np.nan)
-        full[kept] = values
-        if task_type == "classification":
-            best = np.nan_to_num(full).argmax(1)
-            part[name] = [names[i] if not np.isnan(full[r]).any() else None for r, i in enumerate(best)]
-        else:
-            part[name] = ["|".join(str(c) for c, p in zip(names, r) if p >= 0.5) for r in full]
-        for j, cls in enumerate(names):
-            part[f"{name}:p:{cls}"] = full[:, j]
-    problems: dict[int, list[str]] = {}
-    for entry in report.entries:
-        problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")
-    part["problems"] = ["; ".join(problems.get(i, [])) for i in range(n_rows)]
-    return part
 
 
 class OnnxPredictor:
@@ -96,7 +47,7 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.model_file = model_path
         self.tasks: dict[str, str] = {t: d["type"] for t, d in self.meta["tasks"].items()}
-        self._classes = {t: (self.pipeline.classes(t) if kind != "regression" else []) for t, kind in self.tasks.items()}
+        self._classes = {t: (self.pipeline.classes(t) if TASKS[kind].has_classes else []) for t, kind in self.tasks.items()}
         self.inputs: dict[str, str] = dict(self.meta["input_kinds"])
         self._dtypes = {i.name: _NUMPY.get(i.type, np.float32) for i in self.session.get_inputs()}
         metrics_path = self.path / "metrics.json"
@@ -143,7 +94,6 @@ class OnnxPredictor:
             usable = usable_rows(batch, self.inputs)  # a row with no usable input gets no prediction
             preds = {t: np.asarray(v)[usable] for t, v in preds.items()}
             part = predictions_frame(preds, kept[usable], len(chunk), self.tasks, self._classes, report)
-            part["problems"] = mark_no_input(list(part["problems"]), kept[usable])
             part.index = range(start, start + len(chunk))
             parts.append(part)
         result = pd.concat(parts) if parts else pd.DataFrame()

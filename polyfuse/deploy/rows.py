@@ -128,10 +128,10 @@ def score(predict: PredictFn, encoded: list[dict[str, Any]], tasks: Mapping[str,
 
 def main_metric(metrics: Mapping[str, Mapping[str, float]], tasks: Mapping[str, str]) -> tuple[str, float] | None:
     """(``task/metric``, value) of the first task's main metric (acc, mae or f1), when known."""
-    from polyfuse.train.metrics import MAIN_METRIC
+    from polyfuse.tasks import TASKS
 
     for task, task_type in tasks.items():
-        name = MAIN_METRIC[task_type][0]
+        name = TASKS[task_type].main_metric[0]
         if name in metrics.get(task, {}):
             return f"{task}/{name}", float(metrics[task][name])
     return None
@@ -142,7 +142,7 @@ def torch_predict_fn(model: Any, tasks: Mapping[str, str]) -> PredictFn:
     import torch
 
     from polyfuse.data.collate import to_torch
-    from polyfuse.deploy.export import task_outputs
+    from polyfuse.tasks import TASKS
 
     model.eval()
 
@@ -150,6 +150,6 @@ def torch_predict_fn(model: Any, tasks: Mapping[str, str]) -> PredictFn:
         tb = to_torch({"inputs": batch["inputs"], "present": batch["present"]})
         with torch.inference_mode():
             out = model(tb["inputs"], tb["present"])
-        return {name: task_outputs(kind, out.outputs[name]).numpy() for name, kind in tasks.items()}
+        return {name: TASKS[kind].predictions(out.outputs[name]).numpy() for name, kind in tasks.items()}
 
     return predict

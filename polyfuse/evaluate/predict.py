@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.config import TaskConfig
-from polyfuse.train.module import task_predictions
+from polyfuse.tasks import TASKS
 
 
 @dataclass
@@ -63,7 +63,7 @@ def collect_predictions(
         present = {k: (torch.zeros_like(v) if k in drop else v) for k, v in batch["present"].items()}
         out = model(batch["inputs"], present)
         for name, task in tasks.items():
-            preds[name].append(task_predictions(task.type, out.outputs[name]).cpu())
+            preds[name].append(TASKS[task.type].predictions(out.outputs[name]).cpu())
             if name in batch["labels"]:
                 labels[name].append(batch["labels"][name].cpu())
         rows.append(batch["row"].cpu())

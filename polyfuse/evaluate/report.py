@@ -16,7 +16,7 @@ from polyfuse.evaluate.contribution import modality_contribution
 from polyfuse.evaluate.metrics import confusion, summarize
 from polyfuse.evaluate.plots import plot_bars, plot_confusion, plot_curves
 from polyfuse.evaluate.predict import collect_predictions
-from polyfuse.train.metrics import MAIN_METRIC
+from polyfuse.tasks import TASKS
 
 
 def loader_factory(dataset: Any, collate: Any, batch_size: int):  # noqa: ANN201
@@ -56,12 +56,12 @@ def evaluate_model(
             result["contribution"] = modality_contribution(model, make, tasks, full=preds)
             result["contribution"]["split"] = split
             for name, task in tasks.items():
-                if task.type == "classification" and name in preds.labels and len(classes.get(name, [])) <= 60:
+                if TASKS[task.type].single_label and name in preds.labels and len(classes.get(name, [])) <= 60:
                     matrix = confusion(preds.preds[name], preds.labels[name]).numpy()
                     path = plot_confusion(matrix, classes[name], out / f"confusion_{name}.png", f"{name} ({split})")
                     result["plots"][f"confusion_{name}"] = path.name
                     result.setdefault("confusion", {})[name] = matrix.tolist()
-                if task.type == "generation" and name in preds.labels:  # a few generated texts for the report
+                if TASKS[task.type].text_targets and name in preds.labels:  # a few generated texts for the report
                     from polyfuse.generation.metrics import generation_samples
 
                     samples = generation_samples(preds.preds[name], preds.labels[name], list(classes.get(name, [])))
@@ -78,7 +78,7 @@ def evaluate_model(
     contrib = result.get("contribution")
     if contrib and contrib.get("without") and tasks:
         first, task = next(iter(tasks.items()))
-        metric = MAIN_METRIC[task.type][0]
+        metric = TASKS[task.type].main_metric[0]
         bars = {"all": contrib["all"].get(first, {}).get(metric, float("nan"))}
         for name, values in contrib["without"].items():
             bars[f"without {name}"] = values.get(first, {}).get(metric, float("nan"))
@@ -154,13 +154,13 @@ def write_report(
         lines += [f"## Modality contribution ({contrib.get('split', 'test')} split)", ""]
         lines.append("The main metric of each task with one input removed (marked missing) for every row.")
         lines.append("")
-        header = ["inputs"] + [f"{t} {MAIN_METRIC[tasks[t].type][0]}" for t in tasks]
+        header = ["inputs"] + [f"{t} {TASKS[tasks[t].type].main_metric[0]}" for t in tasks]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
         def row(label: str, metrics: Mapping[str, Any]) -> str:
             cells = [label]
             for t in tasks:
-                m = MAIN_METRIC[tasks[t].type][0]
+                m = TASKS[tasks[t].type].main_metric[0]
                 v = metrics.get(t, {}).get(m)
                 cells.append("-" if v is None else f"{v:.4f}")
             return "| " + " | ".join(cells) + " |"
@@ -179,7 +179,7 @@ def write_report(
     if history:
         keys = []
         for task_name, task in tasks.items():
-            keys.append(f"valid/{task_name}/{MAIN_METRIC[task.type][0]}")
+            keys.append(f"valid/{task_name}/{TASKS[task.type].main_metric[0]}")
         path = plot_curves(history, out / "curves.png", keys)
         if path:
             lines += ["## Training curves", "", "![curves](curves.png)", ""]

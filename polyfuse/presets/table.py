@@ -20,6 +20,7 @@ from polyfuse.config import Config, ConfigError
 from polyfuse.data.schema import Schema, infer_schema, safe_name
 from polyfuse.errors import DataError
 from polyfuse.presets import DEFAULT_PRESET, load_preset
+from polyfuse.tasks import TASKS
 
 #: Short suffixes naming the second and later inputs read from one column.
 ENCODER_SUFFIX = {
@@ -29,8 +30,6 @@ ENCODER_SUFFIX = {
 #: ``--metric`` names -> the metric keys polyfuse logs.
 METRIC_ALIASES = {"macro_f1": "f1", "f1": "f1", "acc": "acc", "accuracy": "acc", "auroc": "auroc",
                   "rmse": "rmse", "mae": "mae"}
-CLASSIFICATION_METRICS = ("acc", "f1", "auroc")
-REGRESSION_METRICS = ("mae", "rmse")
 DEFAULT_TEST_FRACTION = 0.1
 
 
@@ -165,7 +164,7 @@ def plan_table(
         name = safe_name(label, "label")
         names[label] = name
         tasks[name] = {"column": label, "type": kind}
-        if kind == "classification":
+        if TASKS[kind].single_label:
             class_counts[name] = frame[label].dropna().astype(str).value_counts()
     test_fraction = 0.0 if test else DEFAULT_TEST_FRACTION
     pool = len(frame) if valid else int(round(len(frame) * (1 - test_fraction)))
@@ -250,13 +249,13 @@ def plan_table(
             tasks[label]["threshold"] = "tune"
             choices.append(Choice(f"task {label}", "decision threshold tuned on validation", "binary label"))
     kind = tasks[first]["type"]
-    allowed = CLASSIFICATION_METRICS if kind == "classification" else REGRESSION_METRICS
+    allowed = TASKS[kind].metric_names
     if metric is not None:
         key = METRIC_ALIASES.get(metric)
         if key not in allowed:
             raise ConfigError(f"--metric: {metric!r} is not a metric of a {kind} task; allowed: {', '.join(k for k, v in METRIC_ALIASES.items() if v in allowed)}")
     else:
-        key = "acc" if kind == "classification" else "mae"
+        key = TASKS[kind].main_metric[0]
     monitor = f"valid/{first}/{key}"
     choices.append(Choice("metric", key, "--metric" if metric else f"the default for {kind}"))
     fusion = spec.get("fusion", "concat")
@@ -268,7 +267,7 @@ def plan_table(
 
     head = dict(spec.get("head") or {})
     for label in tasks:
-        if tasks[label]["type"] in ("classification", "regression"):
+        if not TASKS[tasks[label]["type"]].text_targets:  # the preset's head is an MLP head's options
             tasks[label]["head"] = head
     raw: dict[str, Any] = {
         "name": Path(source).stem if source else "table",

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from polyfuse import __version__
+from polyfuse._version import __version__
 from polyfuse.deploy.rows import FILE_KINDS
 from polyfuse.serve.batching import MicroBatcher
 from polyfuse.serve.metrics import MetricsMiddleware, ServerMetrics
@@ -99,12 +99,14 @@ def load_engine(ckpt: str | Path, *, onnx: bool = False) -> Engine:
 
         raise CheckpointError(f"{ckpt}: no pipeline/ folder; the server needs the fitted preprocessing")
     tasks = {name: task.type for name, task in torch_predictor.config.tasks.items()}
-    unsupported = [t for t, kind in tasks.items() if kind not in ("classification", "regression", "multilabel")]
+    from polyfuse.tasks import TASKS, deployable_types
+
+    unsupported = [t for t, kind in tasks.items() if not TASKS[kind].deployable]
     if unsupported:
         from polyfuse.errors import PolyfuseError
 
-        raise PolyfuseError(f"{ckpt}: task(s) {unsupported} are not served (classification, regression, multilabel only)")
-    classes = {t: (torch_predictor.classes(t) if kind != "regression" else []) for t, kind in tasks.items()}
+        raise PolyfuseError(f"{ckpt}: task(s) {unsupported} are not served ({', '.join(deployable_types())} only)")
+    classes = {t: (torch_predictor.classes(t) if TASKS[kind].has_classes else []) for t, kind in tasks.items()}
     return Engine(
         "torch", torch_predictor.pipeline, tasks, classes, dict(torch_predictor.inputs), torch_predictor.metrics,
         torch_predictor.predict_batch, str(ckpt), keep,
@@ -334,21 +336,10 @@ def _plain(value: Any) -> Any:
 
 
 def row_result(preds: Mapping[str, np.ndarray], i: int, tasks: Mapping[str, str], classes: Mapping[str, list[Any]]) -> dict[str, Any]:
-    """One row's predictions: label + probabilities (classification), labels + probabilities (multilabel), value."""
-    out: dict[str, Any] = {}
-    for task, kind in tasks.items():
-        values = np.asarray(preds[task][i], dtype=np.float64)
-        if kind == "regression":
-            flat = values.reshape(-1)
-            out[task] = {"value": float(flat[0]) if flat.size == 1 else [float(v) for v in flat]}
-            continue
-        names = [_plain(c) for c in classes[task]]
-        probabilities = {str(c): float(p) for c, p in zip(names, values)}
-        if kind == "classification":
-            out[task] = {"label": names[int(values.argmax())], "probabilities": probabilities}
-        else:
-            out[task] = {"labels": [c for c, p in zip(names, values) if p >= 0.5], "probabilities": probabilities}
-    return out
+    """One row's predictions per task, as its task type writes them (label / labels + probabilities, value)."""
+    from polyfuse.tasks import TASKS
+
+    return {task: TASKS[kind].json_result(np.asarray(preds[task][i], dtype=np.float64), classes.get(task, [])) for task, kind in tasks.items()}
 
 
 def _flag(value: str | None, name: str) -> bool:

@@ -97,7 +97,7 @@ class MetricHistory(L.Callback):
             self.rows[-1].update(row)
         else:
             self.rows.append(row)
-        from polyfuse.train.safe_io import atomic_write_bytes
+        from polyfuse.safe_state import atomic_write_bytes
 
         atomic_write_bytes(self.path, json.dumps(self.rows, indent=1).encode("utf-8"))  # whole even if killed mid-write
 

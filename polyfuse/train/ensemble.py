@@ -26,6 +26,7 @@ import torch
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir, save_model_dir
 from polyfuse.config import Config, EnsembleMemberConfig
 from polyfuse.errors import PolyfuseError
+from polyfuse.tasks import TASKS
 
 DEFAULT_ROUNDS = 25
 
@@ -58,7 +59,7 @@ def member_predictions(run: str | Path, split: str, task: str, *, loaded: Loaded
     rows = got.rows.numpy() if got.rows is not None else np.arange(len(dataset))
     order = np.argsort(rows, kind="stable")
     kind = loaded.config.tasks[task].type
-    classes = list(loaded.pipeline.classes(task)) if kind != "regression" else None
+    classes = list(loaded.pipeline.classes(task)) if TASKS[kind].has_classes else None
     return MemberPredictions(Path(run), rows[order], got.preds[task].numpy()[order], got.labels[task].numpy()[order], classes)
 
 
@@ -173,7 +174,7 @@ def save_ensemble(members: Sequence[tuple[str, float, LoadedCheckpoint]], out: s
     model.eval()
     prepared = prepare_data(config, pipeline=pipeline, splits=("valid", "test"), progress=False)
     datasets = {s: d for s, d in prepared.datasets.items() if len(d)}
-    classes = {t: pipeline.classes(t) for t, task in config.tasks.items() if task.type != "regression"}
+    classes = {t: pipeline.classes(t) for t, task in config.tasks.items() if TASKS[task.type].has_classes}
     evaluation = evaluate_model(model, config, datasets, Collator(pipeline), classes, out)
     heaviest = max(members, key=lambda m: m[1])[2]
     info = {

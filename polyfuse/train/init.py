@@ -60,21 +60,6 @@ def freeze(model: torch.nn.Module, prefixes: Sequence[str]) -> int:
 # --------------------------------------------------------------------------- fine-tuning schedules
 
 
-def check_finetune_options(config: object) -> None:
-    """Fail early on fine-tuning options out of range (``train.freeze_epochs``, ``train.layerwise_lr_decay``)."""
-    from polyfuse.config import ConfigError
-
-    train = config.train  # type: ignore[attr-defined]
-    if train.freeze_epochs < 0:
-        raise ConfigError(f"train.freeze_epochs: must be 0 or more, got {train.freeze_epochs}")
-    decay = train.layerwise_lr_decay
-    if decay is not None and not 0.0 < decay <= 1.0:
-        raise ConfigError(f"train.layerwise_lr_decay: must be in (0, 1] (or null = off), got {decay}")
-    ks = config.retrieval.ks  # type: ignore[attr-defined]
-    if not ks or any(k < 1 for k in ks):
-        raise ConfigError(f"retrieval.ks: expected a list of positive integers, got {ks}")
-
-
 def block_key(name: str) -> str:
     """The block a parameter belongs to: its name up to the first numeric part (``features.12``),
     or its first part when there is none (``embed``, ``proj``)."""

@@ -13,30 +13,8 @@ from polyfuse.build import build_objective
 from polyfuse.config import TaskConfig, TrainConfig
 from polyfuse.model import MultimodalModel
 from polyfuse.train.init import FreezeSchedule, parameter_groups
-from polyfuse.train.metrics import task_metrics
+from polyfuse.tasks import TASKS
 from polyfuse.types import ModelOutput
-
-
-def task_predictions(task_type: str, outputs: Tensor) -> Tensor:
-    """Model outputs -> what metrics read: class probabilities, values, label probabilities, or generated ids."""
-    if task_type == "generation":
-        return outputs
-    if task_type == "classification":
-        return outputs.float().softmax(dim=-1)
-    if task_type == "multilabel":
-        return outputs.float().sigmoid()
-    return outputs.float().squeeze(-1) if outputs.shape[-1] == 1 else outputs.float()
-
-
-def labelled(task_type: str, targets: Tensor) -> Tensor:
-    """Bool [B]: rows that carry a label for this task."""
-    if task_type == "classification":
-        return targets != -100
-    if task_type == "generation":  # [B, L] target ids; a row without a target is all PAD (0)
-        return (targets != 0).any(dim=-1)
-    if targets.dim() > 1:
-        return ~torch.isnan(targets).any(dim=-1)
-    return ~torch.isnan(targets)
 
 
 class MultimodalLightningModule(L.LightningModule):
@@ -70,7 +48,7 @@ class MultimodalLightningModule(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {
                 split: nn.ModuleDict(
-                    {name: task_metrics(task.type, task_dims[name]) for name, task in self.tasks.items()}
+                    {name: TASKS[task.type].metrics(task_dims[name]) for name, task in self.tasks.items()}
                 )
                 for split in ("valid", "test")
             }
@@ -88,7 +66,7 @@ class MultimodalLightningModule(L.LightningModule):
         for name, task in self.tasks.items():
             pred = out.outputs[name]
             target = labels[name]
-            if task.type == "regression":
+            if TASKS[task.type].standardized:
                 pred, target = self._standardized(name, pred.float(), target.float())
             result[name] = self.objectives[name](pred.float(), target)
         return result
@@ -148,15 +126,13 @@ class MultimodalLightningModule(L.LightningModule):
         if total is not None:
             self.log(f"{split}/loss", total, prog_bar=split == "valid", batch_size=size, sync_dist=True)
         for name, task in self.tasks.items():
+            kind = TASKS[task.type]
             target = batch["labels"][name]
-            keep = labelled(task.type, target)
+            keep = kind.labelled(target)
             if not bool(keep.any()):
                 continue
-            if task.type == "generation":  # out.outputs holds teacher-forced logits; greedy decoding is fast
-                preds = self.model.heads[name].generate(out.fused, beam_size=1)
-            else:
-                preds = task_predictions(task.type, out.outputs[name])
-            self.metrics[split][name].update(preds[keep], target[keep].long() if task.type != "regression" else target[keep])
+            preds = kind.eval_predictions(self.model.heads[name], out.outputs[name], out.fused)
+            self.metrics[split][name].update(preds[keep], kind.metric_targets(target[keep]))
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "valid")

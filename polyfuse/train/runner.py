@@ -11,7 +11,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning as L
 import torch
@@ -22,9 +22,12 @@ from polyfuse.config import Config
 from polyfuse.errors import CheckpointError, PolyfuseError
 from polyfuse.train.callbacks import EvaluationLines, MetricHistory, RNGStateCallback, checkpoint_callbacks
 from polyfuse.train.datamodule import MultimodalDataModule
+from polyfuse.tasks import TASKS
 from polyfuse.train.metrics import default_monitor, monitor_mode
 from polyfuse.train.module import MultimodalLightningModule
-from polyfuse.train.safe_io import SafeCheckpointIO, load_state
+from polyfuse.safe_state import load_state
+from polyfuse.train.safe_io import SafeCheckpointIO
+from polyfuse.train.tracking import check_trackers, finish_tracking, start_tracking
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -110,13 +113,6 @@ def check_resumable(out: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _resume_version(logs: Path) -> str:
-    n = 1
-    while (logs / f"resume-{n}").exists():
-        n += 1
-    return f"resume-{n}"
-
-
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -128,8 +124,10 @@ def run_training(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    callbacks: Sequence[L.Callback] = (),
 ) -> RunResult:
-    """Train, evaluate and save. ``resume`` continues from ``out/checkpoints/last.ckpt``."""
+    """Train, evaluate and save. ``resume`` continues from ``out/checkpoints/last.ckpt``;
+    ``callbacks`` are extra Lightning callbacks (e.g. a pruning callback) added to the Trainer's."""
     from polyfuse.data.collate import Collator
     from polyfuse.data.pipeline import DataPipeline
     from polyfuse.data.prepare import prepare_data
@@ -152,6 +150,7 @@ def run_training(
         shutil.rmtree(out)
     validate_config(config)
     check_train_devices(config.train)
+    check_trackers(config.train)  # a missing optional tracker package fails before any data is read
     cfg_train = config.train
     show = cfg_train.progress if progress is None else progress
     if cfg_train.threads:
@@ -198,21 +197,17 @@ def run_training(
     )
     sync = ParameterSyncCheck()
     history = MetricHistory(out / "history.json")
-    callbacks: list[L.Callback] = [*checkpointing, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
+    own_callbacks: list[L.Callback] = [*checkpointing, RNGStateCallback(), history, sync, *_progress_callbacks(show)]
     if not show:
-        callbacks.append(EvaluationLines(monitor))
+        own_callbacks.append(EvaluationLines(monitor))
     if cfg_train.early_stopping.patience is not None:
-        callbacks.append(
+        own_callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
                 monitor=monitor, mode=mode, patience=cfg_train.early_stopping.patience,
                 min_delta=cfg_train.early_stopping.min_delta,
             )
         )
-    loggers = [
-        # Lightning's CSV logger deletes an existing metrics.csv: a resumed run logs into logs/resume-<n>/
-        L.pytorch.loggers.CSVLogger(out, name="logs", version=_resume_version(out / "logs") if resume else ""),
-        L.pytorch.loggers.TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False),
-    ]
+    loggers = start_tracking(config, out, resume=resume)  # train.logger; records the resolved config
     trainer = L.Trainer(
         max_epochs=cfg_train.epochs,
         max_steps=cfg_train.max_steps,
@@ -227,7 +222,7 @@ def run_training(
         gradient_clip_val=cfg_train.grad_clip,
         accumulate_grad_batches=cfg_train.accumulate,
         deterministic=cfg_train.deterministic,
-        callbacks=callbacks,
+        callbacks=[*own_callbacks, *callbacks],
         logger=loggers,
         log_every_n_steps=cfg_train.log_every_n_steps,
         enable_progress_bar=bool(show),
@@ -251,7 +246,7 @@ def run_training(
     from polyfuse.train.threshold import tune_thresholds
 
     thresholds = tune_thresholds(model, config, datasets, collate, monitor)
-    evaluation = evaluate_model(model, config, datasets, collate, {t: pipeline.classes(t) for t in config.tasks if config.tasks[t].type != "regression"}, out)
+    evaluation = evaluate_model(model, config, datasets, collate, {t: pipeline.classes(t) for t in config.tasks if TASKS[config.tasks[t].type].has_classes}, out)
     encoders = {name: type(enc).__name__ for name, enc in model.encoders.items()}
     summary = {
         "encoders": encoders,
@@ -289,6 +284,8 @@ def run_training(
     metrics["data_report"] = data_summary
     save_model_dir(out, model, config, specs, task_dims, pipeline, metrics)
     write_report(out, config, evaluation, history=load_history(out / "history.json"), summary=summary, data_report=data_summary)
+    final = {**evaluation["splits"], **{k: metrics[k] for k in ("retrieval", "matching", "best_score") if metrics.get(k) is not None}}
+    finish_tracking(loggers, out, final, step=int(trainer.global_step))
     return RunResult(out, metrics, config)
 
 

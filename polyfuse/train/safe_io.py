@@ -1,136 +1,14 @@
-"""A Lightning CheckpointIO that never pickles: tensors in safetensors, everything else as JSON.
-
-Lightning's own resume checkpoints (``last.ckpt``) are nested dicts of tensors, numbers,
-strings and lists. This IO flattens the tensors into a safetensors file and stores the
-rest of the tree as JSON in the file's metadata. Writes are atomic (temporary name,
-fsync, rename), so a crash mid-write leaves the previous checkpoint intact.
-"""
+"""A Lightning CheckpointIO that never pickles: tensors in safetensors, everything else as JSON
+(the format and the atomic writes are ``polyfuse.safe_state``'s)."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
 from lightning.pytorch.plugins.io import CheckpointIO
-from safetensors import safe_open
-from safetensors.torch import save as safetensors_save
 
-from polyfuse.errors import CheckpointError
-
-_TREE_KEY = "polyfuse_tree"
-_FORMAT_KEY = "polyfuse_format"
-_FORMAT = "lightning-state-v1"
-
-
-def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, torch.Tensor):
-        key = f"t{len(tensors)}"
-        tensors[key] = obj.detach().cpu().contiguous()
-        return {"__tensor__": key}
-    if isinstance(obj, dict):
-        if all(isinstance(k, str) for k in obj):
-            return {"__dict__": {k: _encode(v, tensors) for k, v in obj.items()}}
-        return {"__items__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, tensors) for v in obj]}
-    if isinstance(obj, list):
-        return [_encode(v, tensors) for v in obj]
-    if isinstance(obj, float):
-        if obj != obj or obj in (float("inf"), float("-inf")):
-            return {"__float__": repr(obj)}
-        return obj
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    try:  # numpy scalars and arrays
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return _encode(obj.item(), tensors)
-        if isinstance(obj, np.ndarray):
-            return {"__ndarray__": _encode(torch.from_numpy(np.ascontiguousarray(obj)), tensors)}
-    except ImportError:  # pragma: no cover
-        pass
-    raise CheckpointError(f"cannot store a {type(obj).__name__} in a checkpoint without pickling it")
-
-
-def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return tensors[obj["__tensor__"]]
-    if "__dict__" in obj:
-        return {k: _decode(v, tensors) for k, v in obj["__dict__"].items()}
-    if "__items__" in obj:
-        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__items__"]}
-    if "__tuple__" in obj:
-        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
-    if "__float__" in obj:
-        return float(obj["__float__"])
-    if "__ndarray__" in obj:
-        return _decode(obj["__ndarray__"], tensors).numpy()
-    raise CheckpointError(f"unexpected node in checkpoint tree: {sorted(obj)}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # pragma: no cover - platforms without directory fsync
-        pass
-
-
-def save_state(state: dict[str, Any], path: str | Path) -> None:
-    tensors: dict[str, torch.Tensor] = {}
-    tree = _encode(state, tensors)
-    # safetensors refuses tensors that share memory: copy those
-    seen: dict[int, str] = {}
-    for key, tensor in list(tensors.items()):
-        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
-        if ptr in seen and ptr != -1:
-            tensors[key] = tensor.clone()
-        seen[ptr] = key
-    data = safetensors_save(tensors, metadata={_TREE_KEY: json.dumps(tree), _FORMAT_KEY: _FORMAT})
-    atomic_write_bytes(path, data)
-
-
-def load_state(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # safetensors raises several types for damaged files
-        # a safetensors file starts with its header length, whose first byte may be 0x80 or "PK":
-        # the pickle/zip signatures are only looked at once the file is known not to be safetensors
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-        if head[:2] == b"\x80\x02" or head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(f"{path}: this is a pickle/zip file, which polyfuse never loads (it could run code)") from None
-        raise CheckpointError(f"{path}: not a readable polyfuse checkpoint ({exc})") from None
-    if meta.get(_FORMAT_KEY) != _FORMAT:
-        raise CheckpointError(f"{path}: not a polyfuse training-state checkpoint")
-    return _decode(json.loads(meta[_TREE_KEY]), tensors)
+from polyfuse.safe_state import load_state, save_state
 
 
 class SafeCheckpointIO(CheckpointIO):

@@ -35,6 +35,7 @@ from polyfuse.train.ensemble import (
 )
 from polyfuse.train.metrics import monitor_mode
 from polyfuse.train.runner import RunResult, run_training
+from polyfuse.tasks import TASKS
 
 CANDIDATES = "candidates"
 CV = "cv"
@@ -279,7 +280,7 @@ def _folds(frame: pd.DataFrame, config: Config, k: int) -> list[tuple[np.ndarray
     labels = frame[task.column].astype(str).to_numpy()
     group = config.data.split.group
     seed = config.data.split.seed
-    classification = task.type == "classification"
+    classification = TASKS[task.type].single_label
     smallest = pd.Series(labels).value_counts().min()
     k = max(2, min(k, int(smallest) if classification else k, len(frame)))
     index = np.arange(len(frame))
@@ -306,7 +307,7 @@ def _cross_validate(
     if not test_file and config.data.split.test > 0:  # the test rows leave before any fold is cut
         task = next(iter(config.tasks.values()))
         parts = split_frame(frame, valid=0.0, test=config.data.split.test, seed=config.data.split.seed,
-                            stratify=task.column if task.type == "classification" else None, group=config.data.split.group)
+                            stratify=task.column if TASKS[task.type].single_label else None, group=config.data.split.group)
         test_file = _write_table(frame.iloc[parts["test"]], data_dir / "test")
         frame = frame.iloc[parts["train"]].reset_index(drop=True)
     pool_file = _write_table(frame, data_dir / "train")

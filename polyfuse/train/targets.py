@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from polyfuse.config import TaskConfig
+from polyfuse.tasks import TASKS
 
 
 def training_labels(dataset: Any, task: str) -> np.ndarray:
@@ -31,7 +32,7 @@ def class_weights(tasks: Mapping[str, TaskConfig], train: Any, task_dims: Mappin
     """Per-class loss weights of the classification tasks with ``class_weights: balanced``."""
     out = {}
     for name, task in tasks.items():
-        if task.type == "classification" and task.class_weights == "balanced":
+        if TASKS[task.type].single_label and task.class_weights == "balanced":
             out[name] = balanced_weights(training_labels(train, name), int(task_dims[name]))
     return out
 
@@ -40,5 +41,5 @@ def fit_regression_targets(model: torch.nn.Module, tasks: Mapping[str, TaskConfi
     """Regression heads learn standardized targets: their mean / std come from the training labels."""
     for name, task in tasks.items():
         head = model.heads[name] if name in model.heads else None
-        if task.type == "regression" and hasattr(head, "fit_targets"):
+        if TASKS[task.type].standardized and hasattr(head, "fit_targets"):
             head.fit_targets(torch.as_tensor(training_labels(train, name), dtype=torch.float64))

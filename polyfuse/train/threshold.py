@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from polyfuse.config import Config
+from polyfuse.tasks import TASKS
 
 GRID = np.linspace(0.02, 0.98, 97)
 
@@ -53,7 +54,7 @@ def tune_thresholds(model: nn.Module, config: Config, datasets: Mapping[str, Any
     from polyfuse.evaluate.predict import collect_predictions
     from polyfuse.evaluate.report import loader_factory
 
-    tasks = {n: t for n, t in config.tasks.items() if t.type == "classification" and t.threshold == "tune"}
+    tasks = {n: t for n, t in config.tasks.items() if TASKS[t.type].single_label and t.threshold == "tune"}
     valid = datasets.get("valid")
     if not tasks or valid is None or len(valid) == 0:
         return {}

@@ -1,0 +1,143 @@
+"""The package's shape: no import cycles between modules, task types asked rather than branched on,
+and inference that pulls in neither Lightning nor the training package."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import polyfuse
+from polyfuse.tasks import TASKS
+
+PACKAGE = Path(polyfuse.__file__).parent
+
+
+def module_names() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> polyfuse modules it imports anywhere (top level or inside functions)."""
+    modules = module_names()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("polyfuse"):
+                targets = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names if alias.name.startswith("polyfuse")]
+            for target in targets:
+                found = resolve(target)
+                if found and found != module:
+                    graph[module].add(found)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    graph = import_graph()
+    assert len(graph) > 100  # the whole package was read
+    assert cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+TYPE_NAMES = "|".join(TASKS)
+#: A comparison of a value with a task type's name: ``task.type == "regression"``, ``kind in ("classification", ...)``.
+BRANCH = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["'](?:{TYPE_NAMES})["']|["'](?:{TYPE_NAMES})["']\s*(==|!=|\bin\b)""")
+
+
+def test_task_types_are_asked_not_branched_on_outside_polyfuse_tasks() -> None:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.parent.name == "tasks":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if BRANCH.search(line):
+                found.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert found == []
+
+
+def test_the_branch_pattern_catches_branches() -> None:
+    for line in ('if task.type == "regression":', 'kind not in ("classification", "multilabel")', '"generation" == kind'):
+        assert BRANCH.search(line), line
+    assert not BRANCH.search('tasks = {"digit": {"column": "label", "type": "classification"}}')
+
+
+@pytest.mark.parametrize("module", ["polyfuse.predictor", "polyfuse.serve.app"])
+def test_inference_imports_neither_lightning_nor_training(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith('polyfuse.train'))\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_loading_and_predicting_imports_neither_lightning_nor_training(run: Path, avmnist) -> None:
+    code = (
+        "import sys, pandas as pd, polyfuse.predictor as p\n"
+        f"model = p.Predictor.load({str(run)!r})\n"
+        f"rows = pd.read_csv({str(avmnist.test)!r}).head(2)\n"
+        f"model.predict(rows, root={str(avmnist.root)!r}, explain=True)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith('polyfuse.train'))\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
