@@ -18,11 +18,7 @@ from typing import Any, ClassVar, Literal, Union
 
 import yaml
 
-from polyfuse.errors import PolyfuseError
-
-
-class ConfigError(PolyfuseError, ValueError):
-    """A config value is wrong; the message names the key path and what is allowed."""
+from polyfuse.errors import ConfigError
 
 
 # --------------------------------------------------------------------------- components

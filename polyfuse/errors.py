@@ -7,6 +7,14 @@ class PolyfuseError(Exception):
     """Base of the errors caused by the user's input (config, data, checkpoint), not by a bug."""
 
 
+class ConfigError(PolyfuseError, ValueError):
+    """A config value is wrong; the message names the key path and what is allowed.
+
+    A module raises it naming its own parameter (``dim: must be positive``); the builder adds the
+    key path (``model.fusion.dim: ...``).
+    """
+
+
 class DataError(PolyfuseError):
     """Bad data, located as precisely as known: file, row (0-based data row), column."""
 
