@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ from typer.testing import CliRunner
 
 import polyfuse
 from polyfuse.cli import app
-from polyfuse.registry import DATASETS
 
 runner = CliRunner()
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -15,8 +14,8 @@ from polyfuse.data.report import STAGE_LABEL, Problem
 from polyfuse.data.targets import SPECIALS, TextTargetEncoder
 
 from polyfuse.tasks import TASKS
-from polyfuse.tasks.classification import IGNORE_INDEX
-from polyfuse.tasks.labels import label_key, normalize_label, sort_key, split_multilabel
+from polyfuse.tasks.classification import IGNORE_INDEX  # noqa: F401  (re-exported: callers read it here)
+from polyfuse.tasks.labels import label_key, normalize_label, sort_key, split_multilabel  # noqa: F401  (re-exported)
 
 #: Task types whose labels a LabelEncoder encodes (generation targets: ``polyfuse.data.targets``).
 TASK_TYPES = tuple(name for name, t in TASKS.items() if not t.text_targets)

@@ -14,19 +14,23 @@ import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from polyfuse.errors import DataError
+from polyfuse.data.file_checks import check_pixels as _check_pixels
+from polyfuse.data.file_checks import check_video_pixels as _check_video_pixels
+from polyfuse.data.file_checks import file_handle as _handle
+from polyfuse.data.file_checks import suffix_of as _suffix
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv", ".txt")
-#: ``.gif`` is an image or a video (animated); ``.mp4``-like containers are recognized but
-#: not decoded here (no video codec library): convert them to frames or ``.npy``.
-VIDEO_SUFFIXES = (".gif", ".apng", ".mp4", ".avi", ".mov", ".mkv", ".webm")
-UNDECODABLE_VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+#: ``.gif`` is an image or a video (animated); containers (``.mp4 .m4v .mov .mkv .webm .avi``)
+#: are decoded with PyAV (polyfuse.data.video_files, ``pip install polyfuse[video]``).
+VIDEO_SUFFIXES = (".gif", ".apng", ".mp4", ".m4v", ".avi", ".mov", ".mkv", ".webm")
 
 DEFAULT_MAX_PIXELS = 50_000_000
 _NPY_MAGIC = b"\x93NUMPY"
@@ -35,7 +39,6 @@ _HIGH_BIT_GRAY = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's "L"
 _STREAMING_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # WAV data sizes written by streaming encoders
 _ESTIMATED_LENGTH_FORMATS = ("OGG", "MPEG")  # their frame count in the header may be an estimate
-VIDEO_MAX_PIXELS_FACTOR = 16  # a video may decode to at most this many times max_pixels in all
 
 
 
@@ -244,39 +247,64 @@ def read_video(
     channels: int | None = 3,
     max_frames: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    num_frames: int | None = None,
+    fps: float | None = None,
 ) -> np.ndarray:
-    """Frames [F, H, W, C]: uint8 from images (a folder of frames sorted by name, or an animated
-    GIF/APNG/TIFF/WebP), float32 (uint8 kept) from a ``.npy`` [F, H, W] / [F, H, W, C].
+    """Frames [F, H, W, C]: uint8 from a video container (``.mp4 .mov .mkv .webm .avi``, PyAV),
+    from images (a folder of frames sorted by name, or an animated GIF/APNG/TIFF/WebP), float32
+    (uint8 kept) from a ``.npy`` [F, H, W] / [F, H, W, C].
 
     ``max_frames`` keeps the first frames only; ``channels`` None = 1 for grayscale, else 3.
+    ``num_frames`` alone samples that many frames evenly over the clip (all when fewer);
+    ``fps`` takes the frames shown at 0, 1/fps, 2/fps, ... seconds (at most ``num_frames``):
+    containers use their timestamps, animated images their frame durations; ``.npy`` arrays
+    and frame folders have no times and raise DataError. Containers are decoded in order,
+    keeping only the sampled frames.
     """
+    from polyfuse.data import video_files as vf
+
     _check_channels(channels)
-    if max_frames is not None and max_frames <= 0:
-        raise ValueError(f"max_frames must be positive, got {max_frames!r}")
-    if isinstance(source, Path) and source.is_dir():
-        return _read_frame_folder(source, channels, max_frames, max_pixels)
-    if _is_npy(source):
-        array = _load_npy(source)
-        if array.ndim not in (3, 4):
-            raise DataError(f"expected video frames [F, H, W] or [F, H, W, C], got shape {tuple(array.shape)}")
-        array = array[:max_frames] if max_frames else array
-        array = array if array.ndim == 4 else array[..., None]
-        _check_pixels(array.shape[2], array.shape[1], max_pixels)
-        if array.dtype != np.uint8:
-            array = _finite_float32(array)
-        elif array.size == 0:
-            raise DataError("empty video (no frames)")
-        return _convert_channels(array, channels)
-    suffix = _suffix(source)
-    if suffix in UNDECODABLE_VIDEO_SUFFIXES:
-        raise DataError(
-            f"{suffix} video is not decoded by polyfuse (no codec library); convert it to a folder of frames "
-            f"(ffmpeg -i clip{suffix} frames/%05d.png) or a .npy array [F, H, W, C]"
+    for name, value in (("max_frames", max_frames), ("num_frames", num_frames), ("fps", fps)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+    if not (isinstance(source, Path) and source.is_dir()) and not _is_npy(source) and vf.is_container(source):
+        return vf.read_container(
+            source, channels=channels, num_frames=num_frames, fps=fps, max_frames=max_frames, max_pixels=max_pixels
         )
-    return _read_animated(source, channels, max_frames, max_pixels)
+    durations: np.ndarray | None = None  # [F] seconds each frame is shown (animated images)
+    if isinstance(source, Path) and source.is_dir():
+        clip = _read_frame_folder(source, channels, max_frames, max_pixels)
+    elif _is_npy(source):
+        clip = _read_npy_video(source, channels, max_frames, max_pixels)
+    else:
+        clip, durations = _read_animated(source, channels, max_frames, max_pixels)
+    if fps is not None:
+        if durations is None or not durations.sum() > 0:
+            raise DataError("fps sampling needs frame times; .npy arrays, frame folders and animations without "
+                            "frame durations have none (sample with num_frames only)")
+        starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])  # [F]
+        return clip[vf.fps_indices(starts, float(durations.sum()), fps, num_frames)]
+    return clip[vf.uniform_indices(clip.shape[0], num_frames)] if num_frames else clip
 
 
-def _read_animated(source: Path | bytes, channels: int | None, max_frames: int | None, max_pixels: int) -> np.ndarray:
+def _read_npy_video(source: Path | bytes, channels: int | None, max_frames: int | None, max_pixels: int) -> np.ndarray:
+    array = _load_npy(source)
+    if array.ndim not in (3, 4):
+        raise DataError(f"expected video frames [F, H, W] or [F, H, W, C], got shape {tuple(array.shape)}")
+    array = array[:max_frames] if max_frames else array
+    array = array if array.ndim == 4 else array[..., None]
+    _check_pixels(array.shape[2], array.shape[1], max_pixels)
+    if array.dtype != np.uint8:
+        array = _finite_float32(array)
+    elif array.size == 0:
+        raise DataError("empty video (no frames)")
+    return _convert_channels(array, channels)
+
+
+def _read_animated(
+    source: Path | bytes, channels: int | None, max_frames: int | None, max_pixels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 [F, H, W, C] and how long each is shown in seconds [F] (0 when the file does not say)."""
     from PIL import Image, ImageSequence
 
     try:
@@ -284,9 +312,10 @@ def _read_animated(source: Path | bytes, channels: int | None, max_frames: int |
             _check_pixels(*image.size, max_pixels)
             if channels is None:
                 channels = 1 if image.mode in ("1", "L", "LA", *_HIGH_BIT_GRAY) else 3
-            frames = []
+            frames, durations = [], []
             for frame in ImageSequence.Iterator(image):
                 frames.append(_pil_to_array(frame.copy(), channels))
+                durations.append(float(frame.info.get("duration") or 0.0) / 1000.0)
                 _check_video_pixels(len(frames), image.size, max_pixels)
                 if max_frames and len(frames) >= max_frames:
                     break
@@ -296,7 +325,7 @@ def _read_animated(source: Path | bytes, channels: int | None, max_frames: int |
         raise DataError(f"video refused as a possible decompression bomb ({exc})") from None
     except Exception as exc:  # noqa: BLE001
         raise DataError(_decode_reason("video", exc)) from None
-    return np.stack(frames)
+    return np.stack(frames), np.array(durations)
 
 
 def frame_files(folder: Path) -> list[Path]:
@@ -348,6 +377,10 @@ def probe_file(path: Path, role: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -
             return f"{_shape_text(first)} frames"
         if _is_npy(path):
             return _probe_npy(path)
+        from polyfuse.data.video_files import is_container, probe_container
+
+        if is_container(path):
+            return probe_container(path, max_pixels=max_pixels).describe()
         frames = read_video(path, channels=None, max_pixels=max_pixels)
         return f"{_shape_text(frames[0])} frames"
     if role == "sequence":
@@ -409,23 +442,6 @@ def _probe_npy(path: Path) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def _handle(source: Path | bytes) -> str | BinaryIO:
-    """A path string or a bytes stream for the decoders; DataError for zero-byte files and folders."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise DataError("empty file (0 bytes)")
-        return io.BytesIO(bytes(source))
-    path = Path(source)
-    try:
-        if path.is_dir():
-            raise DataError("is a folder, not a file")
-        if path.stat().st_size == 0:
-            raise DataError("empty file (0 bytes)")
-    except OSError as exc:
-        raise DataError(f"cannot read file ({exc.strerror or exc})") from None
-    return str(path)
-
-
 def _read_bytes(source: Path | bytes) -> bytes:
     handle = _handle(source)
     if isinstance(handle, str):
@@ -444,10 +460,6 @@ def _head(source: Path | bytes, n: int = 8) -> bytes:
             return handle.read(n)
     except OSError:
         return b""
-
-
-def _suffix(source: Path | bytes) -> str:
-    return "" if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).suffix.lower()
 
 
 def _is_npy(source: Path | bytes) -> bool:
@@ -470,23 +482,6 @@ def _array_kind(source: Path | bytes) -> str:
 def _check_channels(channels: int | None) -> None:
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
-
-
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise DataError(
-            f"image is {width}x{height} = {width * height:,} pixels, more than max_pixels={max_pixels:,} "
-            "(refused before decoding: a possible decompression bomb)"
-        )
-
-
-def _check_video_pixels(frames: int, size: tuple[int, int], max_pixels: int) -> None:
-    total = frames * size[0] * size[1]
-    if total > VIDEO_MAX_PIXELS_FACTOR * max_pixels:
-        raise DataError(
-            f"video too large: {frames} frames of {size[0]}x{size[1]} exceed {VIDEO_MAX_PIXELS_FACTOR} x max_pixels "
-            f"({VIDEO_MAX_PIXELS_FACTOR * max_pixels:,} pixels); read fewer frames with max_frames"
-        )
 
 
 def _convert_channels(array: np.ndarray, channels: int | None) -> np.ndarray:

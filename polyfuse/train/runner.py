@@ -128,7 +128,6 @@ def run_training(
 ) -> RunResult:
     """Train, evaluate and save. ``resume`` continues from ``out/checkpoints/last.ckpt``;
     ``callbacks`` are extra Lightning callbacks (e.g. a pruning callback) added to the Trainer's."""
-    from polyfuse.data.collate import Collator
     from polyfuse.data.pipeline import DataPipeline
     from polyfuse.data.prepare import prepare_data
     from polyfuse.evaluate.report import evaluate_model, load_history, write_report

@@ -1,4 +1,5 @@
-"""Video clips (.npy [F,H,W,C], animated GIF/APNG/TIFF, or a folder of frames) -> ``frames`` [F, C, H, W]."""
+"""Video clips (.mp4/.mov/.mkv/.webm/.avi via PyAV, .npy [F,H,W,C], animated GIF/APNG/TIFF, or a folder of
+frames) -> ``frames`` [F, C, H, W]."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from polyfuse.config import AugmentConfig
+from polyfuse.config import AugmentConfig, ConfigError
 from polyfuse.data.processors.base import (
     Arrays, FitContext, Processor, RowContext, is_missing, pad_stack, positive_int, read_file, sample_positions,
 )
 from polyfuse.data.processors.image import PixelTransform
+from polyfuse.data.video_files import uniform_indices  # noqa: F401  (re-exported: sampling lives with the readers)
 from polyfuse.errors import DataError
 from polyfuse.registry import PROCESSORS
 from polyfuse.types import InputSpec
@@ -20,19 +22,18 @@ from polyfuse.types import InputSpec
 FIT_SAMPLE = 32
 
 
-def uniform_indices(total: int, count: int) -> np.ndarray:
-    """``count`` frame indices spread evenly over ``total`` frames (all of them when fewer)."""
-    if total <= count:
-        return np.arange(total)
-    return np.linspace(0, total - 1, count).round().astype(np.int64)
-
-
 @PROCESSORS.register("video")
 class VideoProcessor(Processor):
-    """A clip -> ``frames`` float32 [F, C, H, W], F = ``num_frames`` sampled uniformly over the clip.
+    """A clip -> ``frames`` float32 [F, C, H, W], at most ``num_frames`` frames.
 
-    Shorter clips keep all their frames; batches pad to ``num_frames`` and carry
-    ``frame_mask`` bool [B, F]. ``size``/``channels``/``mean``/``std`` work as for images.
+    Without ``fps``, ``num_frames`` frames are sampled evenly over the whole clip (first and
+    last frame included; shorter clips keep all their frames). With ``fps`` (e.g. 2.0), the
+    frames shown at 0, 1/fps, 2/fps, ... seconds from the clip's start are taken, stopping at
+    the clip's end or after ``num_frames`` frames (so a long clip keeps its first
+    ``num_frames / fps`` seconds; an fps above the clip's own rate repeats frames). ``fps``
+    needs timed sources: video files or animations with frame durations. Batches pad to
+    ``num_frames`` and carry ``frame_mask`` bool [B, F]. ``size``/``channels``/``mean``/``std``
+    work as for images.
     """
 
     kind = "video"
@@ -45,20 +46,28 @@ class VideoProcessor(Processor):
         channels: int | None = None,
         mean: list[float] | None = None,
         std: list[float] | None = None,
+        fps: float | None = None,
     ) -> None:
         super().__init__()
         self.options = {
             "column": column, "num_frames": num_frames, "size": size, "channels": channels, "mean": mean, "std": std,
+            "fps": fps,
         }
         self.columns = [column]
         self.column = column
         self.num_frames = int(positive_int(num_frames, "num_frames"))  # type: ignore[arg-type]
+        if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf")):
+            raise ConfigError(f"fps: expected a positive number of frames per second or null, got {fps!r}")
+        self.fps = None if fps is None else float(fps)
         self.transform = PixelTransform(size, False, channels, mean, std)
 
     def _clip(self, value: Any, ctx: RowContext | FitContext, channels: int | None) -> np.ndarray:
         from polyfuse.data.readers import read_video
 
-        clip = read_file(value, ctx, self.column, lambda source: read_video(source, channels=channels))
+        clip = read_file(
+            value, ctx, self.column,
+            lambda source: read_video(source, channels=channels, num_frames=self.num_frames, fps=self.fps),
+        )
         clip = np.asarray(clip)
         if clip.ndim == 3:  # [F, H, W] gray
             clip = clip[..., None]
@@ -67,7 +76,7 @@ class VideoProcessor(Processor):
                 f"{value}: expected frames [F, H, W, C], got shape {tuple(clip.shape)}",
                 file=ctx.source, row=getattr(ctx, "row", None), column=self.column,
             )
-        return clip[uniform_indices(clip.shape[0], self.num_frames)]
+        return clip  # [F <= num_frames, H, W, C], sampled by the reader
 
     def fit(self, frame: pd.DataFrame, ctx: FitContext) -> None:
         if not self.transform.needs_fit:
