@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from polyfuse.config import ConfigError
-from polyfuse.errors import MissingPackageError
+from polyfuse.errors import ConfigError, MissingPackageError
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from polyfuse.config import ConfigError
-from polyfuse.errors import DataError
+from polyfuse.errors import ConfigError, DataError
 
 EMPTY = "empty value"  # the category of an empty input cell (normal missing data)
 

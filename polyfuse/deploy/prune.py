@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 REPORT_FILE = "prune_report.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Iterable, Mapping
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 
 
 def choice(encoder: str, key: str, value: Any, allowed: Iterable[Any]) -> Any:

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.encoders._checks import choice, divisible, positive
 from polyfuse.encoders.base import Encoder
 from polyfuse.layers import (

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.encoders._checks import choice, positive
 from polyfuse.encoders.base import Encoder
 from polyfuse.encoders.pretrained_image import IMAGENET_MEAN, IMAGENET_STD

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.encoders._checks import positive, required
 from polyfuse.encoders.base import Encoder
 from polyfuse.registry import ENCODERS

@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.encoders.base import Encoder
 from polyfuse.types import EncoderOutput
 from polyfuse.weights import PackagedFile, read_state_dict

@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError, MissingPackageError
 from polyfuse.encoders.base import Encoder, masked_mean
-from polyfuse.errors import MissingPackageError
 from polyfuse.registry import ENCODERS
 from polyfuse.types import EncoderOutput
 from polyfuse.weights import pretrained_text_folder

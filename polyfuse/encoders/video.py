@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.encoders._checks import call_with, choice, divisible, positive
 from polyfuse.encoders.base import Encoder
 from polyfuse.layers import LearnedPositionalEmbedding, TransformerEncoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.fusion._common import check_heads, check_positive, normalize_weights, presence_matrix
 from polyfuse.fusion.base import Fusion
 from polyfuse.layers.transformer import TransformerBlock

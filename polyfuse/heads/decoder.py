@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.data.targets import BOS_ID, DEFAULT_MAX_LENGTH, EOS_ID, PAD_ID, SPECIALS, UNK_ID
 from polyfuse.generation.search import SearchResult, search
 from polyfuse.layers.attention import safe_key_mask

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent
 DEFAULT_PRESET = "medium"

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 
 AUTO = "auto"
 

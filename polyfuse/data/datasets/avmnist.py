@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.data.datasets.base import (
     SPLITS,
     DatasetInfo,

@@ -23,8 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from polyfuse.config import ConfigError
-from polyfuse.errors import MissingPackageError
+from polyfuse.errors import ConfigError, MissingPackageError
 from polyfuse.data.datasets.base import (
     DatasetInfo,
     PreparedDataset,

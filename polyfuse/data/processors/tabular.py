@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from polyfuse.config import ConfigError
+from polyfuse.errors import ConfigError
 from polyfuse.data.processors.base import Arrays, FitContext, Processor, RowContext, is_missing, positive_int, stack_or_zeros
 from polyfuse.registry import PROCESSORS
 from polyfuse.types import InputSpec
