@@ -12,7 +12,7 @@ from polyfuse.config import (
     ComponentConfig, Config, ConfigError, EnsembleMemberConfig, ModelConfig, TaskConfig, check_finetune_options,
 )
 from polyfuse.data.labels import target_options
-from polyfuse.registry import ENCODERS, FUSIONS, HEADS, OBJECTIVES, PROCESSORS, Registry
+from polyfuse.registry import ENCODERS, FUSIONS, HEADS, OBJECTIVES, PROCESSORS, Registry, call_with
 from polyfuse.tasks import TASKS
 from polyfuse.types import INPUT_KINDS, InputSpec
 
@@ -129,30 +129,22 @@ def _check_model_parts(config: Config, encoders: Mapping[str, ComponentConfig], 
     check_component(FUSIONS, fusion, f"{path}.fusion", _INJECTED_FUSION_ARGS)
 
 
-def _call_with(factory: Any, offered: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """Call ``factory`` with the offered values it names, then the config's params."""
-    sig = inspect.signature(factory).parameters
-    kwargs = {k: v for k, v in offered.items() if k in sig}
-    kwargs.update(params)
-    return factory(**kwargs)
-
-
 def build_encoder(spec: InputSpec, comp: ComponentConfig | None, dim: int) -> nn.Module:
     ensure_registered()
     comp = comp or ComponentConfig(DEFAULT_ENCODERS[spec.kind])
     offered = {"dim": dim, **spec.encoder_kwargs()}
-    return _call_with(ENCODERS.get(comp.name).factory, offered, comp.params)
+    return call_with(ENCODERS.get(comp.name).factory, offered, comp.params)
 
 
 def build_fusion(comp: ComponentConfig, input_dims: dict[str, int], dim: int) -> nn.Module:
     ensure_registered()
-    return _call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
+    return call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
 
 
 def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int, **offered: Any) -> nn.Module:
     """The head of a task type; ``offered`` are further injected values (e.g. ``max_length``)."""
     ensure_registered()
-    return _call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim, **offered}, params)
+    return call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim, **offered}, params)
 
 
 def head_offers(task: TaskConfig) -> dict[str, Any]:
@@ -207,7 +199,7 @@ def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mappi
 def build_objective(task_type: str, loss: str | None, **kwargs: Any) -> nn.Module:
     ensure_registered()
     name = loss or TASK_LOSSES[task_type]
-    return _call_with(OBJECTIVES.get(name).factory, kwargs, {})
+    return call_with(OBJECTIVES.get(name).factory, kwargs, {})
 
 
 def build_objectives(
@@ -226,7 +218,7 @@ def build_objectives(
     for name, comp in config.objectives.items():
         params = {k: v for k, v in comp.params.items() if k != "weight"}
         try:
-            out[name] = _call_with(OBJECTIVES.get(comp.name).factory, offered, params)
+            out[name] = call_with(OBJECTIVES.get(comp.name).factory, offered, params)
         except ConfigError as exc:
             raise ConfigError(f"objectives.{name}.{exc}") from None
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -98,6 +98,13 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, Entry[T]]]:
         return sorted(self._entries.items())
+
+
+def call_with(factory: Callable[..., T], offered: Mapping[str, Any], params: Mapping[str, Any]) -> T:
+    """Call ``factory`` with the ``offered`` values its signature names (injected by the builder), then
+    the config's ``params``. The one argument injector: the builder and composite encoders use it."""
+    names = inspect.signature(factory).parameters
+    return factory(**{**{k: v for k, v in offered.items() if k in names}, **params})
 
 
 ENCODERS: Registry[Any] = Registry("encoder")

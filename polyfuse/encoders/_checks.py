@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from polyfuse.errors import ConfigError
 
@@ -35,7 +34,3 @@ def required(encoder: str, **values: Any) -> None:
             raise ConfigError(f"{encoder}: needs {key!r} from the data (the input's processor did not provide it)")
 
 
-def call_with(factory: Any, offered: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
-    """Call ``factory`` with the offered values its signature names, then ``params``."""
-    names = inspect.signature(factory).parameters
-    return factory(**{**{k: v for k, v in offered.items() if k in names}, **params})

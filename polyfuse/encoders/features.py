@@ -261,7 +261,7 @@ class ImagePixelsEncoder(FeatureEncoder):
 
 
 def _call_registered(name: str, **offered: object) -> nn.Module:
-    from polyfuse.encoders._checks import call_with
+    from polyfuse.registry import call_with
 
     return call_with(ENCODERS.get(name).factory, offered, {})
 

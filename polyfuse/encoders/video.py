@@ -11,11 +11,11 @@ from typing import Any
 from torch import Tensor, nn
 
 from polyfuse.errors import ConfigError
-from polyfuse.encoders._checks import call_with, choice, divisible, positive
+from polyfuse.encoders._checks import choice, divisible, positive
 from polyfuse.encoders.base import Encoder
 from polyfuse.layers import LearnedPositionalEmbedding, TransformerEncoder
 from polyfuse.layers.pooling import masked_mean, zero_masked
-from polyfuse.registry import ENCODERS
+from polyfuse.registry import ENCODERS, call_with
 from polyfuse.types import EncoderOutput
 
 
