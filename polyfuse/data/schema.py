@@ -402,6 +402,11 @@ def looks_continuous(values: pd.Series) -> bool:
     return bool(len(finite)) and (not (finite == finite.round()).all() or finite.nunique() > 50)
 
 
+def infer_task_type(column: pd.Series) -> str:
+    """The task type of a label column: regression when it looks continuous, classification otherwise."""
+    return "regression" if looks_continuous(column.dropna()) else "classification"
+
+
 # --------------------------------------------------------------------------- helpers
 
 

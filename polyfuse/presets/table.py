@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from polyfuse.config import Config, ConfigError
-from polyfuse.data.schema import Schema, infer_schema, safe_name
+from polyfuse.data.schema import Schema, infer_schema, infer_task_type, safe_name
 from polyfuse.errors import DataError
 from polyfuse.presets import DEFAULT_PRESET, load_preset
 from polyfuse.tasks import TASKS
@@ -54,17 +54,6 @@ class TablePlan:
     selection: dict[str, Any] | None = None  # best: {"fusions": [...], "unimodal": bool}
     time_limit: float | None = None
     train_rows: int = 0  # rows the model trains on (after the test and validation splits)
-
-
-def infer_task_type(column: pd.Series) -> str:
-    """Classification for strings, booleans and few distinct integers; regression otherwise."""
-    values = column.dropna()
-    if values.empty or not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return "classification"
-    as_float = values.astype(float)
-    if (as_float == as_float.round()).all() and values.nunique() <= 50:
-        return "classification"
-    return "regression"
 
 
 def read_table(table: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str | None, Path]:
