@@ -7,6 +7,7 @@ Public API (small on purpose)::
     model = polyfuse.load("runs/av")                        # a checkpoint directory
     preds = model.predict(rows)                             # rows: DataFrame, list of dicts or a manifest
     polyfuse.list_components()                              # registered encoders, fusions, heads, ...
+    search = polyfuse.tune("tiny-avmnist", "space.yaml", trials=8)  # Optuna search; search.best_dir
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from polyfuse._version import __version__
 
-__all__ = ["__version__", "Config", "build_model", "list_components", "fit", "load", "load_model"]
+__all__ = ["__version__", "Config", "build_model", "list_components", "fit", "load", "load_model", "tune"]
 
 
 def __getattr__(name: str) -> Any:
@@ -36,6 +37,10 @@ def __getattr__(name: str) -> Any:
         from polyfuse.api import load
 
         return load
+    if name == "tune":
+        from polyfuse.api import tune
+
+        return tune
     raise AttributeError(f"module 'polyfuse' has no attribute {name!r}")
 
 

@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 #: Modules under polyfuse.commands; each has ``register(app: typer.Typer) -> None``.
-COMMAND_MODULES = ("info", "datasets", "data", "train", "demo", "deploy", "crossmodal", "benchmark")
+COMMAND_MODULES = ("info", "datasets", "data", "train", "demo", "deploy", "crossmodal", "benchmark", "tune")
 
 
 def _register_all() -> None:
