@@ -1,6 +1,6 @@
 """End to end over real broken files: a run finishes, and the data report lists exactly the broken rows.
 
-The manifest (polyfuse.testing_data) holds 1400 real AV-MNIST rows with a synthesized voice WAV,
+The manifest (tests/data_fixtures.py) holds 1400 real AV-MNIST rows with a synthesized voice WAV,
 text and tabular columns; 14 rows (1%) are broken, each in its own way, and 5 more are unusual
 but valid (another sample rate, stereo, RGBA, very long text, odd Unicode).
 """
@@ -20,7 +20,7 @@ from polyfuse.config import Config
 from polyfuse.data.prepare import prepare_data
 from polyfuse.data.report import ACTION_IMPUTED, ACTION_LABEL, ACTION_MISSING, ACTION_SKIPPED
 from polyfuse.errors import DataError
-from polyfuse.testing_data import BREAKAGES, UNUSUAL, BadManifest, build_bad_manifest, write_manifest_errors
+from data_fixtures import BREAKAGES, UNUSUAL, BadManifest, build_bad_manifest, write_manifest_errors
 
 runner = CliRunner()
 ACTIONS = {"input": ACTION_MISSING, "imputed": ACTION_IMPUTED, "label": ACTION_LABEL}

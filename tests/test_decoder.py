@@ -143,7 +143,7 @@ def test_config_errors(kw, match):
 def test_model_passes_targets_only_to_generation_heads():
     from polyfuse.build import build_model
     from polyfuse.config import Config
-    from polyfuse.testing import example_spec, random_inputs
+    from component_fixtures import example_spec, random_inputs
 
     config = Config.from_dict({
         "data": {"dataset": "easy-vqa"},

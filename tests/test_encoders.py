@@ -19,7 +19,7 @@ from polyfuse.build import build_encoder
 from polyfuse.config import ComponentConfig, ConfigError
 from polyfuse.encoders.base import Encoder
 from polyfuse.registry import ENCODERS
-from polyfuse.testing import example_spec, random_inputs, trim_row
+from component_fixtures import example_spec, random_inputs, trim_row
 from polyfuse.types import INPUT_KEYS, INPUT_KINDS, EncoderOutput, InputSpec
 
 DIM = 16

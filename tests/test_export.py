@@ -24,7 +24,7 @@ from polyfuse.deploy.export import ExportError, export_checkpoint, export_model
 from polyfuse.deploy.onnx_predictor import OnnxPredictor
 from polyfuse.model import MultimodalModel
 from polyfuse.registry import ENCODERS, FUSIONS
-from polyfuse.testing import example_spec, random_inputs
+from component_fixtures import example_spec, random_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from polyfuse.build import build_model, validate_config
 from polyfuse.config import Config, ConfigError
-from polyfuse.testing import example_spec, random_inputs
+from component_fixtures import example_spec, random_inputs
 from polyfuse.train.init import FreezeSchedule, block_key, encoder_depths, load_matching_weights, lr_scales, parameter_groups
 
 TINY = ["data.max_rows=48", "data.batch_size=16", "model.dim=16", "train.progress=false"]

@@ -32,7 +32,7 @@ from polyfuse.data.manifest import read_manifest
 from polyfuse.data.pipeline import DataPipeline
 from polyfuse.data.schema import ROLES, infer_schema
 from polyfuse.errors import PolyfuseError
-from polyfuse.testing_data import voice, write_bomb_png, write_truncated_wav
+from data_fixtures import voice, write_bomb_png, write_truncated_wav
 from polyfuse.train.datamodule import EpochSeededSampler
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

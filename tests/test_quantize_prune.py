@@ -21,7 +21,7 @@ from polyfuse.deploy.prune import apply_masks, make_permanent, prunable_layers, 
 from polyfuse.deploy.quantize import quantize_torch
 from polyfuse.model import MultimodalModel
 from polyfuse.registry import DATASETS
-from polyfuse.testing import example_spec
+from component_fixtures import example_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -112,7 +112,7 @@ def test_masks_keep_pruned_weights_at_zero_while_training() -> None:
     zeros = {name: (m.weight == 0).clone() for name, m in layers}
     before = {name: m.weight.detach().clone() for name, m in layers}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    from polyfuse.testing import random_inputs
+    from component_fixtures import random_inputs
 
     specs = {"image": example_spec("image"), "tab": example_spec("tabular", "tab")}
     for step in range(3):

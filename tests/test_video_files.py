@@ -21,7 +21,7 @@ from polyfuse.data.video_files import fps_indices
 from polyfuse.config import ConfigError
 from polyfuse.errors import DataError
 from polyfuse.row_problems import PredictionProblemsWarning
-from polyfuse.testing_data import avmnist_rows
+from data_fixtures import avmnist_rows
 
 av = pytest.importorskip("av")
 runner = CliRunner()
