@@ -204,7 +204,7 @@ def test_onnx_backend_gives_the_same_predictions(run: Path, rows: pd.DataFrame, 
 
 
 def test_field_values_are_checked_by_role() -> None:
-    from polyfuse.serve.app import FieldSpec, RequestError, check_value
+    from polyfuse.serve.requests import FieldSpec, RequestError, check_value
 
     text = FieldSpec("caption", "caption", "text", "text")
     number = FieldSpec("age", "tab", "tabular", "number")

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import polyfuse
-from polyfuse.serve.app import MB, FieldSpec, RequestError, check_value, create_app
+from polyfuse.serve.app import create_app
+from polyfuse.serve.requests import MB, FieldSpec, RequestError, check_value
 from test_serve import assert_same, files_of, json_of, metric_value, serving  # tests/ is on sys.path
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
