@@ -200,7 +200,7 @@ def test_export_cli_verifies_and_fails_loudly_on_a_mismatch(run: Path, tmp_path:
     meta = json.loads((tmp_path / "ok" / "onnx_model.json").read_text())
     assert meta["verification"]["source"].endswith("rows.csv") and meta["exporter"] == "torchscript"
 
-    import polyfuse.deploy.export as export_module
+    import polyfuse.deploy.exporters as export_module
 
     real_session = export_module._session
 
