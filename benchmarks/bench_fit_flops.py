@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from polyfuse.build import ensure_registered
+    from polyfuse.registry import load_all
     from polyfuse.registry import FUSIONS
     from polyfuse.types import EncoderOutput
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     tokens = list(args.tokens) * (args.modalities if len(args.tokens) == 1 else 1)
     names = [f"m{i}" for i in range(len(tokens))]
     in_dim = args.input_dim or args.dim
-    ensure_registered()
+    load_all()
     fusion = FUSIONS.get("fit").factory(
         input_dims={m: in_dim for m in names}, dim=args.dim, heads=args.heads, depth=args.depth,
         mlp_ratio=args.mlp_ratio, dropout=args.dropout,

@@ -50,12 +50,10 @@ def list_components() -> dict[str, Any]:
     Encoders are grouped by the input kind they read; ``timeseries`` repeats ``sequence`` (sensor and
     time-series inputs are ``sequence`` inputs in configs).
     """
-    from polyfuse.build import ensure_registered
-    from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+    from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES, load_all
     from polyfuse.types import INPUT_KINDS
 
-    ensure_registered()
-    import polyfuse.data  # noqa: F401
+    load_all()
 
     encoders: dict[str, list[str]] = {kind: [] for kind in INPUT_KINDS}
     for name, entry in ENCODERS.items():

@@ -40,14 +40,6 @@ _INJECTED_HEAD_ARGS = {"in_dim", "out_dim", "max_length"}  # max_length: generat
 _INJECTED_OBJECTIVE_ARGS = {"input_dims", "fusion_dim", "specs", "objectives"}
 
 
-def ensure_registered() -> None:
-    """Import the component packages so that their registrations run."""
-    import polyfuse.encoders  # noqa: F401
-    import polyfuse.fusion  # noqa: F401
-    import polyfuse.heads  # noqa: F401
-    import polyfuse.objectives  # noqa: F401
-
-
 def _suggest(name: str, allowed: list[str]) -> str:
     close = difflib.get_close_matches(name, allowed, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -88,7 +80,6 @@ def check_component(
 
 def validate_config(config: Config) -> None:
     """Check names and parameters against the registries, before any data is read."""
-    ensure_registered()
     import polyfuse.data  # noqa: F401  (registers processors and datasets)
 
     for name, inp in config.data.inputs.items():
@@ -130,20 +121,17 @@ def _check_model_parts(config: Config, encoders: Mapping[str, ComponentConfig], 
 
 
 def build_encoder(spec: InputSpec, comp: ComponentConfig | None, dim: int) -> nn.Module:
-    ensure_registered()
     comp = comp or ComponentConfig(DEFAULT_ENCODERS[spec.kind])
     offered = {"dim": dim, **spec.encoder_kwargs()}
     return call_with(ENCODERS.get(comp.name).factory, offered, comp.params)
 
 
 def build_fusion(comp: ComponentConfig, input_dims: dict[str, int], dim: int) -> nn.Module:
-    ensure_registered()
     return call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
 
 
 def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int, **offered: Any) -> nn.Module:
     """The head of a task type; ``offered`` are further injected values (e.g. ``max_length``)."""
-    ensure_registered()
     return call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim, **offered}, params)
 
 
@@ -181,7 +169,6 @@ def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mappi
     the fitted input specs and each task's output width."""
     from polyfuse.model import MultimodalModel
 
-    ensure_registered()
     if config.model.ensemble:
         return build_ensemble(config, specs, task_dims)
     dim = config.model.dim
@@ -197,7 +184,6 @@ def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mappi
 
 
 def build_objective(task_type: str, loss: str | None, **kwargs: Any) -> nn.Module:
-    ensure_registered()
     name = loss or TASK_LOSSES[task_type]
     return call_with(OBJECTIVES.get(name).factory, kwargs, {})
 
@@ -212,7 +198,6 @@ def build_objectives(
     Its forward is ``(model, batch, model_output) -> dict`` with a scalar ``"loss"``.
     A ConfigError raised by a constructor is prefixed with its key path ``objectives.<name>.``.
     """
-    ensure_registered()
     out: dict[str, nn.Module] = {}
     offered = {"input_dims": dict(input_dims), "fusion_dim": fusion_dim, "specs": dict(specs), "objectives": out}
     for name, comp in config.objectives.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, TypeVar
@@ -38,9 +39,19 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Maps names to component factories. Registering a name twice is an error."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, packages: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._packages = packages  # imported (once) on the first lookup: their modules register here
+        self._loaded = not packages
+
+    def load(self) -> None:
+        """Import the packages whose modules register into this registry (once; lookups call it)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for package in self._packages:
+            importlib.import_module(package)
 
     def register(self, name: str, **metadata: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator: ``@ENCODERS.register("vit", modalities=("image",))``."""
@@ -58,6 +69,7 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, factory, dict(metadata), doc.split("\n")[0])
 
     def get(self, name: str) -> Entry[T]:
+        self.load()
         try:
             return self._entries[name]
         except KeyError:
@@ -73,6 +85,7 @@ class Registry(Generic[T]):
 
         A filter value matches a metadata value equal to it, or a metadata tuple/list containing it.
         """
+        self.load()
         out = []
         for name, entry in self._entries.items():
             ok = True
@@ -88,15 +101,19 @@ class Registry(Generic[T]):
         return sorted(out)
 
     def __contains__(self, name: object) -> bool:
+        self.load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
+        self.load()
         return iter(sorted(self._entries))
 
     def __len__(self) -> int:
+        self.load()
         return len(self._entries)
 
     def items(self) -> list[tuple[str, Entry[T]]]:
+        self.load()
         return sorted(self._entries.items())
 
 
@@ -107,9 +124,16 @@ def call_with(factory: Callable[..., T], offered: Mapping[str, Any], params: Map
     return factory(**{**{k: v for k, v in offered.items() if k in names}, **params})
 
 
-ENCODERS: Registry[Any] = Registry("encoder")
-FUSIONS: Registry[Any] = Registry("fusion")
-HEADS: Registry[Any] = Registry("head")
-OBJECTIVES: Registry[Any] = Registry("objective")
-DATASETS: Registry[Any] = Registry("dataset")
-PROCESSORS: Registry[Any] = Registry("processor")
+ENCODERS: Registry[Any] = Registry("encoder", ("polyfuse.encoders",))
+FUSIONS: Registry[Any] = Registry("fusion", ("polyfuse.fusion",))
+HEADS: Registry[Any] = Registry("head", ("polyfuse.heads",))
+OBJECTIVES: Registry[Any] = Registry("objective", ("polyfuse.objectives",))
+DATASETS: Registry[Any] = Registry("dataset", ("polyfuse.data.datasets",))
+PROCESSORS: Registry[Any] = Registry("processor", ("polyfuse.data.processors",))
+REGISTRIES = (ENCODERS, FUSIONS, HEADS, OBJECTIVES, DATASETS, PROCESSORS)
+
+
+def load_all() -> None:
+    """Register every component (what ``polyfuse components`` lists); lookups load their own kind."""
+    for registry in REGISTRIES:
+        registry.load()

@@ -71,10 +71,8 @@ def plan_variants(
 
 def resolve_fusions(spec: str) -> list[str]:
     """``all`` or a comma list of registered fusion names (unknown names are an error listing the allowed ones)."""
-    from polyfuse.build import ensure_registered
     from polyfuse.registry import FUSIONS
 
-    ensure_registered()
     allowed = FUSIONS.names()
     if spec.strip() in ("", "all"):
         return list(allowed)

@@ -41,11 +41,9 @@ def register(app: typer.Typer) -> None:
         details: bool = typer.Option(False, "--details", help="With --json: one record per component (parameters, help)."),
     ) -> None:
         """List registered encoders (per input kind), fusions, heads, objectives and datasets."""
-        from polyfuse.build import ensure_registered
-        from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES
+        from polyfuse.registry import DATASETS, ENCODERS, FUSIONS, HEADS, OBJECTIVES, load_all
 
-        ensure_registered()
-        import polyfuse.data  # noqa: F401
+        load_all()
 
         kinds = {"encoder": ENCODERS, "fusion": FUSIONS, "head": HEADS, "objective": OBJECTIVES, "dataset": DATASETS}
         rows = []

@@ -203,10 +203,8 @@ def _select_inputs(config: Config) -> None:
 
 def _pretrained_statistics(config: Config) -> None:
     """Image/video inputs read by a pretrained encoder use its normalization unless the config sets one."""
-    from polyfuse.build import ensure_registered
     from polyfuse.registry import ENCODERS
 
-    ensure_registered()
     for name, inp in config.data.inputs.items():
         comp = config.model.encoders.get(name)
         if inp.kind not in ("image", "video") or comp is None or comp.name not in ENCODERS:
