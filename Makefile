@@ -8,7 +8,7 @@ VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= export,serve,video,tune,tracking,browser,dev
+EXTRAS     ?= export,serve,video,tune,tracking,wandb,browser,dev
 PYTEST_ARGS ?=
 
 .PHONY: demo test install data fonts browser clean help

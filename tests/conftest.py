@@ -21,6 +21,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="module")
+def keep_torch_threads() -> Iterator[None]:
+    """Runs in a module may set torch to one thread (train.threads: 1); the next module gets its setting back."""
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def avmnist() -> Any:
     """The built-in AV-MNIST dataset (manifests + files, built once in the polyfuse cache)."""

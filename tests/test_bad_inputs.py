@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import polyfuse
@@ -26,12 +25,7 @@ runner = CliRunner()
 ACTIONS = {"input": ACTION_MISSING, "imputed": ACTION_IMPUTED, "label": ACTION_LABEL}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    """The runs here set torch to one thread (train.threads: 1); give the next test module its setting back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,7 @@ class Payload:
         return (builtins.open, (self.path, "w"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # conftest.py
 
 
 @pytest.fixture(scope="module")

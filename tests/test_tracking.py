@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import polyfuse
@@ -26,11 +25,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +199,20 @@ def test_resumed_run_continues_the_same_mlflow_run(tmp_path):
     assert len(history) == 2 and history[0].step < history[1].step
     assert run.data.params["train.epochs"] == "1"  # params are write-once in MLflow; the first value stays
     assert (out / "logs" / "resume-1" / "metrics.csv").is_file() and (out / "logs" / "metrics.csv").is_file()
+
+
+def test_wandb_runs_offline_into_the_run_directory(tmp_path: Path, monkeypatch) -> None:
+    """W&B with no network: an offline run under <run>/wandb whose record file holds the config keys,
+    the per-epoch validation metric and the final test metric with its value from metrics.json."""
+    pytest.importorskip("wandb", reason="wandb is installed by `make test`; pip install polyfuse[wandb]")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    result = polyfuse.fit("tiny-avmnist", out=out, overrides=[*TINY, "train.logger=[wandb]"])
+    records = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(records) == 1, list(out.glob("wandb/**"))
+    data = records[0].read_bytes()
+    for key in (b"train.lr", b"model.encoders.audio.name", b"valid/digit/acc", b"final/test/digit/acc"):
+        assert key in data, key
+    assert str(result.metrics["test"]["digit"]["acc"]).encode() in data  # the final value as logged
+    assert not (out / "tensorboard").exists()  # only the loggers asked for
