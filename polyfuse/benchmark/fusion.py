@@ -12,28 +12,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
+from polyfuse.presets.variants import FUSION, UNIMODAL, Variant, plan_variants  # noqa: F401  (read from here too)
 
-UNIMODAL = "unimodal"
-FUSION = "fusion"
 LATENCY_REPEATS = 20
-
-
-@dataclass
-class Variant:
-    """One row of the leaderboard: a name, what it is, and the overrides that make it from the base config."""
-
-    key: str
-    kind: str  # UNIMODAL | FUSION
-    overrides: list[str]
-    fusion: str | None = None
-    modality_dropout: float = 0.0
-    runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def probe(config: Config) -> Config:
@@ -48,25 +34,6 @@ def probe(config: Config) -> Config:
 def input_names(config: Config) -> list[str]:
     """The inputs a resolved config trains on (``data.use`` applied)."""
     return [n for n in config.data.inputs if config.data.use is None or n in config.data.use]
-
-
-def plan_variants(
-    inputs: Sequence[str], fusions: Sequence[str], modality_dropout: float = 0.0, unimodal: bool = True
-) -> list[Variant]:
-    """Unimodal baselines (one per input), then each fusion; with ``modality_dropout`` > 0 each fusion
-    also trained with it (key ``<fusion>+md``) for the robustness comparison."""
-    variants: list[Variant] = []
-    if unimodal and len(inputs) > 1:
-        for name in inputs:
-            variants.append(Variant(f"{name} only", UNIMODAL, [f"data.use=[{name}]", "data.augment.modality_dropout=0.0"]))
-    for fusion in fusions:
-        # the whole fusion entry is replaced: the base config's fusion parameters belong to its own fusion
-        base = [f"model.fusion={{name: {fusion}}}", "data.augment.modality_dropout=0.0"]
-        variants.append(Variant(fusion, FUSION, base, fusion=fusion))
-        if modality_dropout > 0:
-            md = [f"model.fusion={{name: {fusion}}}", "data.augment.enabled=true", f"data.augment.modality_dropout={modality_dropout}"]
-            variants.append(Variant(f"{fusion}+md", FUSION, md, fusion=fusion, modality_dropout=modality_dropout))
-    return variants
 
 
 def resolve_fusions(spec: str) -> list[str]:
@@ -223,9 +190,9 @@ def _safe(key: str) -> str:
 
 def _progress(total: int, show: bool) -> Callable[[int, str], None]:
     """A callback that prints one line per finished run (a rich progress bar would fight the trainer's logs)."""
-    from polyfuse.commands._common import console
+    from rich.console import Console
 
-    con = console()
+    con = Console(stderr=False, highlight=False)
 
     def update(done: int, message: str) -> None:
         if show:

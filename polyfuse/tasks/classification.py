@@ -22,7 +22,7 @@ class Classification(TaskType):
 
     def encode_label(self, value: Any, ids: dict[str, int], n_classes: int) -> Encoded:
         from polyfuse.tasks.labels import label_key, normalize_label
-        from polyfuse.data.processors.base import is_missing
+        from polyfuse.cells import is_missing
 
         if is_missing(value):
             return np.int64(IGNORE_INDEX), "missing label", "missing label"

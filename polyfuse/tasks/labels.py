@@ -7,11 +7,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _missing(value: Any) -> bool:
-    from polyfuse.data.processors.base import is_missing
-
-    return is_missing(value)
+from polyfuse.cells import is_missing
 
 
 def normalize_label(value: Any) -> Any:
@@ -39,14 +35,14 @@ def sort_key(value: Any) -> tuple[int, Any]:
 def split_multilabel(value: Any) -> list[Any]:
     """A cell of a multilabel column -> its labels: a list/array, a JSON list, or "a|b|c"."""
     if isinstance(value, (list, tuple, np.ndarray, set)):
-        return [normalize_label(v) for v in value if not _missing(v)]
+        return [normalize_label(v) for v in value if not is_missing(v)]
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
             try:
                 items = json.loads(text)
                 if isinstance(items, list):
-                    return [normalize_label(v) for v in items if not _missing(v)]
+                    return [normalize_label(v) for v in items if not is_missing(v)]
             except ValueError:
                 pass
         return [part.strip() for part in text.split("|") if part.strip()]

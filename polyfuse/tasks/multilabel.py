@@ -26,7 +26,7 @@ class Multilabel(TaskType):
 
     def encode_label(self, value: Any, ids: dict[str, int], n_classes: int) -> Encoded:
         from polyfuse.tasks.labels import label_key, split_multilabel
-        from polyfuse.data.processors.base import is_missing
+        from polyfuse.cells import is_missing
 
         if is_missing(value):
             return np.full(n_classes, np.nan, np.float32), "missing label", "missing label"

@@ -26,7 +26,7 @@ class Regression(TaskType):
         return 1
 
     def encode_label(self, value: Any, ids: dict[str, int], n_classes: int) -> Encoded:
-        from polyfuse.data.processors.base import is_missing
+        from polyfuse.cells import is_missing
 
         if is_missing(value):
             return np.float32(np.nan), "missing label", "missing label"

@@ -59,7 +59,7 @@ class Candidate:
 
 def _candidates(plan: TablePlan) -> list[Candidate]:
     """The default model first, then (``best``) each input alone and the preset's fusions."""
-    from polyfuse.benchmark.fusion import plan_variants
+    from polyfuse.presets.variants import plan_variants
 
     default = plan.config.model.fusion.name
     out = [Candidate(default, [])]

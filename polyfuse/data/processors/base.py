@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, Callable, ClassVar, Mapping, TypeVar
 import numpy as np
 import pandas as pd
 
+from polyfuse.cells import is_missing  # noqa: F401  (processors and callers import it from here)
 from polyfuse.config import AugmentConfig, ConfigError
 from polyfuse.data.report import EMPTY, STAGE_IMPUTED, Problem
 from polyfuse.errors import DataError
@@ -65,24 +65,6 @@ def located(exc: DataError, ctx: RowContext | FitContext, column: str | None, ca
     )
     out.category = getattr(exc, "category", None) or category  # type: ignore[attr-defined]
     return out
-
-
-def is_missing(value: Any) -> bool:
-    """True for an empty cell: None, NaN, pandas NA, an empty/whitespace string or empty bytes."""
-    if value is None:
-        return True
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return len(value) == 0
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, float):
-        return math.isnan(value)
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return len(value) == 0
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def read_file(
