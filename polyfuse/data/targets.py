@@ -20,14 +20,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from polyfuse.config import ConfigError, TaskConfig
+from polyfuse.config import ConfigError
 from polyfuse.data.processors.base import is_missing
 from polyfuse.data.report import STAGE_LABEL, Problem
+from polyfuse.tasks.tokens import (  # noqa: F401  (the text-target ids are read from here too)
+    BOS_ID, DEFAULT_MAX_LENGTH, EOS_ID, PAD_ID, SPECIALS, UNK_ID, strip_special, target_max_length,
+)
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
-#: Longest target in tokens, BOS and EOS included, unless ``tasks.<name>.target.max_length`` says otherwise.
-DEFAULT_MAX_LENGTH = 32
 GENERATION = "generation"
 
 _WORDS = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
@@ -145,22 +144,3 @@ class TextTargetEncoder:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.__dict__.update(TextTargetEncoder.from_state(state).__dict__)
-
-
-def strip_special(ids: Sequence[int] | np.ndarray) -> list[int]:
-    """Word ids of one generated or target row: a leading BOS dropped, cut at EOS, PAD dropped."""
-    out = []
-    for position, token in enumerate(int(i) for i in ids):
-        if token == EOS_ID:
-            break
-        if token == PAD_ID or (token == BOS_ID and position == 0):
-            continue
-        out.append(token)
-    return out
-
-
-def target_max_length(task: TaskConfig) -> int:
-    """Longest target of a generation task in tokens (BOS and EOS included)."""
-    return int(task.target.get("max_length", DEFAULT_MAX_LENGTH))
-
-

@@ -11,8 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from polyfuse.tasks.base import TaskType
-
-PAD_ID = 0
+from polyfuse.tasks.tokens import PAD_ID
 
 
 class Generation(TaskType):
@@ -34,17 +33,17 @@ class Generation(TaskType):
         return (targets != PAD_ID).any(dim=-1)  # [B, L] target ids; a row without a target is all PAD
 
     def metrics(self, out_dim: int) -> Any:
-        from polyfuse.generation.metrics import generation_metrics
+        from polyfuse.tasks.bleu import generation_metrics
 
         return generation_metrics()
 
     def metric_values(self, preds: Any, labels: Any) -> dict[str, float]:
-        from polyfuse.generation.metrics import generation_scores
+        from polyfuse.tasks.bleu import generation_scores
 
         return generation_scores(preds, labels)
 
     def head_offers(self, task: Any) -> dict[str, Any]:
-        from polyfuse.data.targets import target_max_length
+        from polyfuse.tasks.tokens import target_max_length
 
         return {"max_length": target_max_length(task)}
 
