@@ -179,3 +179,35 @@ def test_data_layer_imports_no_torch() -> None:
     code = "; ".join(f"import polyfuse.data.{m}" for m in modules) + "; import sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_unchanged_manifest_is_parsed_once_and_each_reader_gets_its_own_copy(tmp_path: Path, monkeypatch) -> None:
+    import polyfuse.data.manifest as manifest
+
+    path = tmp_path / "rows.csv"
+    pd.DataFrame({"text": ["a", "b"], "y": [0, 1]}).to_csv(path, index=False)
+    parses = []
+    real = manifest._parse
+    monkeypatch.setattr(manifest, "_parse", lambda *a: parses.append(a) or real(*a))
+    first = read_manifest(path)
+    first.loc[0, "text"] = "changed by the first reader"
+    second = read_manifest(path)
+    assert len(parses) == 1 and second.loc[0, "text"] == "a"
+    pd.DataFrame({"text": ["a", "b", "c"], "y": [0, 1, 0]}).to_csv(path, index=False)  # the file changes
+    assert len(read_manifest(path)) == 3 and len(parses) == 2
+    with pytest.raises(DataError, match="missing required column"):
+        read_manifest(path, required_columns=["label"])  # checked on a cached read too
+
+
+def test_a_table_fit_parses_its_table_once(avmnist, tmp_path: Path, monkeypatch) -> None:
+    import polyfuse
+    import polyfuse.data.manifest as manifest
+    from test_presets import avmnist_table  # tests/ is on sys.path
+
+    path = avmnist_table(avmnist, tmp_path / "data", 60, extra_id=False)
+    parsed = []
+    real = manifest._parse
+    monkeypatch.setattr(manifest, "_parse", lambda p, *a: parsed.append(Path(p).name) or real(p, *a))
+    polyfuse.fit(str(path), label="digit", preset="fast", out=tmp_path / "run", progress=False,
+                 overrides=["train.max_steps=4", "train.min_steps=0", "train.threads=1"])
+    assert parsed.count("table.csv") == 1, parsed

@@ -13,6 +13,7 @@ import gzip
 import json
 import lzma
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
 
@@ -43,8 +44,17 @@ def manifest_format(path: str | Path) -> str:
     return formats[suffix]
 
 
+#: Recently parsed manifests, keyed by (resolved path, mtime, size): planning a table, preparing its
+#: splits and cutting folds read the same file, and it is parsed once. Small files only, few of them.
+_RECENT: "OrderedDict[tuple[str, int, int], pd.DataFrame]" = OrderedDict()
+RECENT_MAX_FILES = 4
+RECENT_MAX_BYTES = 64 * 1024 * 1024
+
+
 def read_manifest(path: str | Path, required_columns: Sequence[str] = ()) -> pd.DataFrame:
-    """Read a manifest into a DataFrame with a RangeIndex; DataError names the file (and line/row) on problems."""
+    """Read a manifest into a DataFrame with a RangeIndex; DataError names the file (and line/row) on problems.
+
+    An unchanged file read again is not parsed again (a copy of the first parse is returned)."""
     path = Path(path)
     name = str(path)
     fmt = manifest_format(path)
@@ -52,9 +62,24 @@ def read_manifest(path: str | Path, required_columns: Sequence[str] = ()) -> pd.
         raise DataError("manifest file not found", file=name)
     if path.is_dir():
         raise DataError("is a directory, not a manifest file", file=name)
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    if stat.st_size == 0:
         raise DataError("empty file (0 bytes)", file=name)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _RECENT:
+        _RECENT.move_to_end(key)
+        frame = _RECENT[key].copy()
+    else:
+        frame = _parse(path, fmt, name)
+        if stat.st_size <= RECENT_MAX_BYTES:
+            _RECENT[key] = frame.copy()
+            while len(_RECENT) > RECENT_MAX_FILES:
+                _RECENT.popitem(last=False)
+    check_required_columns(frame, required_columns, file=name)
+    return frame
 
+
+def _parse(path: Path, fmt: str, name: str) -> pd.DataFrame:
     if fmt in ("csv", "tsv"):
         frame = _read_delimited(path, "," if fmt == "csv" else "\t")
     elif fmt == "parquet":
@@ -66,9 +91,7 @@ def read_manifest(path: str | Path, required_columns: Sequence[str] = ()) -> pd.
         raise DataError("no columns found", file=name)
     if len(frame) == 0:
         raise DataError(f"has a header but no data rows (columns: {_names(frame.columns)})", file=name)
-    frame = frame.reset_index(drop=True)
-    check_required_columns(frame, required_columns, file=name)
-    return frame
+    return frame.reset_index(drop=True)
 
 
 def check_required_columns(frame: pd.DataFrame, required: Sequence[str], file: str | None = None) -> None:
