@@ -13,10 +13,15 @@ bounded); then, over the same shuffled batches of the recipe's batch size:
 
 * loader, cold: a DataLoader with ``Collator(pipeline)`` over the train split with the row cache
   switched off, so that every row is decoded from its files again (what the first pass and every
-  ``data.cache: false`` epoch cost; files are in the OS page cache after ``prepare_data``);
-* loader, warm: the same with the row cache ``prepare_data`` filled (every later epoch);
-  both include the training augmentation and collation, and go through ``--workers`` workers
-  (default: the recipe's ``data.num_workers``);
+  ``data.cache: false`` epoch cost; files are in the OS page cache after ``prepare_data``), with
+  ``--workers`` worker processes (default: the core count, ``os.cpu_count()``); the same pass in the
+  main process (0 workers) is reported beside it;
+* loader, warm: the same with the row cache ``prepare_data`` filled (every later epoch), with
+  ``--workers`` workers; all passes include the training augmentation and collation.
+  With workers, a pass's rate is its steady state: the first ``workers`` batches (one per worker,
+  made while the workers start) are left out, and the rate runs from the arrival of the last of them
+  to the arrival of the last batch, over the rows after it; the time to the first batch (the workers'
+  start, paid once per epoch since the loaders do not keep their workers) is reported beside it;
 * model: forward + loss + backward (+ gradient clipping) + AdamW step of ``build_model(...)`` on the
   warm pass's pre-collated batches (the first ``--model-warmup`` untimed), with the recipe's task
   losses and objectives (a config with neither trains on a stand-in loss, mean(pooled^2)).
@@ -55,8 +60,12 @@ def pick_config(name: str, chosen: dict[str, str], overrides: list[str]) -> tupl
 
 
 def loader_pass(dataset: Any, collate: Any, batch_size: int, workers: int, max_batches: int, seed: int,
-                keep: bool) -> tuple[float, int, list[Any]]:
-    """(seconds, rows, batches kept) of one shuffled pass of at most ``max_batches`` batches."""
+                keep: bool) -> tuple[dict[str, Any], list[Any]]:
+    """One shuffled pass of at most ``max_batches`` batches: its timings and the batches (when ``keep``).
+
+    With workers, the timed rows and seconds leave out the first ``workers`` batches (see the module
+    docstring); without, every batch is timed. The end is the last batch's arrival (not the workers' shutdown).
+    """
     import torch
     from torch.utils.data import DataLoader
 
@@ -67,13 +76,26 @@ def loader_pass(dataset: Any, collate: Any, batch_size: int, workers: int, max_b
     kept: list[Any] = []
     rows = 0
     started = time.perf_counter()
+    mark = end = started
+    first: float | None = None
     for i, batch in enumerate(loader):
-        rows += int(batch["row"].shape[0])
+        now = time.perf_counter()
+        first = now - started if first is None else first
+        if i < workers:
+            mark = now  # workers starting: not in the rate
+        else:
+            rows += int(batch["row"].shape[0])
+        end = now
         if keep:
             kept.append(batch)
         if i + 1 >= max_batches:
             break
-    return time.perf_counter() - started, rows, kept
+    seconds = end - mark
+    timing = {
+        "workers": workers, "seconds": seconds, "rows": rows, "samples_per_s": rows / seconds if seconds > 0 else 0.0,
+        "first_batch_s": first, "batches": min(max_batches, len(loader)),
+    }
+    return timing, kept
 
 
 def model_throughput(prepared: Any, batches: list[Any], warmup: int, seed: int) -> dict[str, Any]:
@@ -137,7 +159,7 @@ def bench_one(name: str, args: argparse.Namespace, chosen: dict[str, str]) -> di
     max_rows = args.max_rows if args.max_rows is not None else args.max_batches * batch_size
     if max_rows:
         config = config.with_overrides([f"data.max_rows={max_rows}"])
-    workers = config.data.num_workers if args.workers is None else args.workers
+    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
     started = time.perf_counter()
     prepared = prepare_data(config, splits=("train",), progress=False)
     prepare_s = time.perf_counter() - started
@@ -147,12 +169,12 @@ def bench_one(name: str, args: argparse.Namespace, chosen: dict[str, str]) -> di
     seed = prepared.config.train.seed
 
     train.cache = False  # cold: every row decoded from its files again
-    cold_s, cold_rows, _ = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=False)
+    cold_pass, _ = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=False)
+    cold0_pass, _ = loader_pass(train, collate, batch_size, 0, args.max_batches, seed, keep=False)
     train.cache = True  # warm: the rows prepare_data's scan cached
-    warm_s, warm_rows, batches = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=True)
+    warm_pass, batches = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=True)
     model = model_throughput(prepared, batches, args.model_warmup, seed)
-    cold = cold_rows / cold_s
-    warm = warm_rows / warm_s
+    cold, cold0, warm = (p["samples_per_s"] for p in (cold_pass, cold0_pass, warm_pass))
     return {
         "dataset": name,
         "recipe": recipe,
@@ -163,10 +185,12 @@ def bench_one(name: str, args: argparse.Namespace, chosen: dict[str, str]) -> di
         "batch_size": batch_size,
         "workers": workers,
         "prepare_seconds": prepare_s,
-        "loader_cold": {"seconds": cold_s, "rows": cold_rows, "samples_per_s": cold},
-        "loader_warm": {"seconds": warm_s, "rows": warm_rows, "samples_per_s": warm},
+        "loader_cold": cold_pass,
+        "loader_cold_0_workers": cold0_pass,
+        "loader_warm": warm_pass,
         "model": model,
         "ratio_cold": cold / model["samples_per_s"],
+        "ratio_cold_0_workers": cold0 / model["samples_per_s"],
         "ratio_warm": warm / model["samples_per_s"],
     }
 
@@ -181,12 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=None,
                         help="rows prepared per dataset (default: max-batches x batch size; 0 = all)")
     parser.add_argument("--model-warmup", type=int, default=2, help="untimed model steps")
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the recipe's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers of the cold and warm passes (default: os.cpu_count())")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_loader.md")
     args = parser.parse_args(argv)
     if args.max_batches < 2:
         parser.error("--max-batches must be >= 2 (one model step is a warm-up)")
+    workers = (os.cpu_count() or 1) if args.workers is None else args.workers
+    if workers < 0 or args.max_batches < workers + 2:
+        parser.error(f"--max-batches must be >= workers + 2 = {workers + 2} (the first batch per worker is not timed)")
     chosen = {}
     for item in args.recipe:
         dataset, sep, recipe = item.partition("=")
@@ -227,18 +255,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         results.append(result)
         print(
-            f"{name}: loader cold {result['loader_cold']['samples_per_s']:.0f}/s, warm "
+            f"{name}: loader cold {result['loader_cold']['samples_per_s']:.0f}/s ({workers} workers), "
+            f"{result['loader_cold_0_workers']['samples_per_s']:.0f}/s (0 workers), warm "
             f"{result['loader_warm']['samples_per_s']:.0f}/s, model {result['model']['samples_per_s']:.0f}/s",
             file=sys.stderr,
         )
 
     lines = [
         "## Data loader vs model training throughput (samples/s)\n",
-        f"Up to {args.max_batches} batches per pass, torch threads {torch.get_num_threads()}; cold = row cache off "
-        "(rows decoded from files), warm = cached rows; model = forward + backward + AdamW on the warm batches. "
-        f"Target: loader / model >= {TARGET:g} (cold and warm).\n",
-        "| dataset | recipe | inputs | batch | rows | loader cold | loader warm | model | cold / model | warm / model | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Up to {args.max_batches} batches per pass, torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; "
+        f"cold = row cache off (rows decoded from files), warm = cached rows, both with {workers} DataLoader workers "
+        "(steady state: the first batch per worker, made while the workers start, is not in the rate; "
+        "'first batch' is the time to it); cold, 0 workers = the same pass in the main process; "
+        "model = forward + backward + AdamW on the warm batches. "
+        f"Target: loader / model >= {TARGET:g} (cold and warm, with {workers} workers).\n",
+        f"| dataset | recipe | inputs | batch | rows | loader cold ({workers} workers) | first batch s | "
+        "loader cold (0 workers) | loader warm | model | cold / model | cold (0 workers) / model | warm / model | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ok = r["ratio_cold"] >= TARGET and r["ratio_warm"] >= TARGET
@@ -246,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         inputs = ", ".join(f"{n}:{k}" for n, k in r["inputs"].items())
         lines.append(
             f"| {r['dataset']} | {r['recipe']}{model_note} | {inputs} | {r['batch_size']} | {r['train_rows']} | "
-            f"{r['loader_cold']['samples_per_s']:.0f} | {r['loader_warm']['samples_per_s']:.0f} | "
-            f"{r['model']['samples_per_s']:.0f} | {r['ratio_cold']:.2f} | {r['ratio_warm']:.2f} | "
-            f"{'PASS' if ok else 'FAIL'} |"
+            f"{r['loader_cold']['samples_per_s']:.0f} | {r['loader_cold']['first_batch_s']:.2f} | "
+            f"{r['loader_cold_0_workers']['samples_per_s']:.0f} | {r['loader_warm']['samples_per_s']:.0f} | "
+            f"{r['model']['samples_per_s']:.0f} | {r['ratio_cold']:.2f} | {r['ratio_cold_0_workers']:.2f} | "
+            f"{r['ratio_warm']:.2f} | {'PASS' if ok else 'FAIL'} |"
         )
     if skipped:
         lines += ["", "Skipped:", ""] + [f"- {s['dataset']}: {s['reason']}" for s in skipped]
@@ -260,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_batches": args.max_batches,
         "max_rows": args.max_rows,
         "threads": torch.get_num_threads(),
+        "workers": workers,
         "target": TARGET,
         "results": results,
         "skipped": skipped,

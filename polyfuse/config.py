@@ -126,6 +126,8 @@ class DataConfig:
     cache: bool = True  # keep decoded rows in memory after the first epoch
     max_rows: int | None = None  # use only the first N rows of each split (quick runs, tests)
     max_train_rows: int | None = None  # use only the first N TRAINING rows (few-label fine-tuning); valid/test kept
+    fit_rows: int | None = None  # fit the pipeline (vocabularies, normalisation) on a seeded sample of N training rows
+    shuffle_buffer: int = 1000  # training from shards (data.train: shards://DIR): raw rows mixed per loader worker
 
 
 @dataclass

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             None, help="RECIPE or CONFIG.yaml, then key.path=value overrides (e.g. model.fusion.name=gated)."
         ),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<name>)."),
-        data: Optional[str] = typer.Option(None, "--data", help="Train on your own manifest (CSV/TSV/Parquet/JSONL)."),
+        data: Optional[str] = typer.Option(None, "--data", help="Train on your own manifest (CSV/TSV/Parquet/JSONL), or stream shards://DIR written by `polyfuse data shard`."),
         label: Optional[List[str]] = typer.Option(None, "--label", help="Label column(s) of --data; one task each."),
         valid: Optional[str] = typer.Option(None, "--valid", help="Validation manifest (default: split from --data)."),
         test: Optional[str] = typer.Option(None, "--test", help="Test manifest (default: split from --data)."),
@@ -68,7 +68,19 @@ def register(app: typer.Typer) -> None:
         positional = [a for a in items if "=" not in a]
         if len(positional) > 1:
             raise PolyfuseError(f"expected one recipe or config, got {positional}; overrides look like key.path=value")
-        if data:
+        from polyfuse.data.shards import is_shards
+
+        if data and is_shards(data):  # shards carry their inputs, tasks and fitted pipeline
+            if positional or label or valid or test or metric or time_limit is not None or group or preset != "medium":
+                raise PolyfuseError(
+                    "--data shards://DIR: the shards hold their own inputs, tasks and splits, and presets plan from a table; "
+                    "give only key=value overrides (e.g. train.epochs=3 data.num_workers=2)"
+                )
+            from polyfuse.config import Config
+
+            config = Config.from_dict({"data": {"train": data}}).with_overrides(overrides)
+            data = None
+        elif data:
             if positional:
                 raise PolyfuseError("give either a recipe/config or --data, not both")
             if not label:

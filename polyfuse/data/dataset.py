@@ -56,25 +56,37 @@ class MultimodalDataset(Dataset):
         self.epoch = 0
         self._positions: list[int] | None = None  # kept rows (positions in frame)
         self._cached: list[Example] = []
+        # the kept rows' cells that encoding reads (one list per column) and their row numbers, for reads
+        # without the row cache: no DataFrame row lookups, no columns the pipeline does not read
+        self._cells: dict[str, list[Any]] = {}
+        self._row_numbers = np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ reading
-    def _context(self, position: int) -> RowContext:
+    def _context(self, row: int) -> RowContext:
         return RowContext(
-            root=self.root, allow_outside_root=self.allow_outside_root, source=self.source,
-            row=int(self.frame.index[position]), split=self.split,
+            root=self.root, allow_outside_root=self.allow_outside_root, source=self.source, row=row, split=self.split,
         )
 
-    def _encode(self, position: int, record: Any = None) -> Example:
-        record = self.frame.iloc[position].to_dict() if record is None else record
-        return self.pipeline.encode_row(record, self._context(position))
+    def columns_read(self) -> list[str]:
+        """The manifest columns encoding reads (the inputs' and the tasks'), those the frame has."""
+        wanted = [*self.pipeline.columns, *(enc.column for enc in self.pipeline.labels.values())]
+        present = set(self.frame.columns)
+        return [c for c in dict.fromkeys(wanted) if c in present]
+
+    def _encode_kept(self, index: int) -> Example:
+        """Encode kept row ``index`` again from its cells (kept by ``scan``)."""
+        record = {column: cells[index] for column, cells in self._cells.items()}
+        return self.pipeline.encode_row(record, self._context(int(self._row_numbers[index])))
 
     def scan(self, progress: bool = True) -> "MultimodalDataset":
         """Read every row once (progress bar), record problems, apply the policy, fill the cache."""
         positions: list[int] = []
         cached: list[Example] = []
-        records = self.frame.to_dict("records")
+        columns = self.columns_read()
+        records = self.frame[columns].to_dict("records")
+        row_numbers = [int(r) for r in self.frame.index]
         for position in _track(range(len(records)), progress, f"reading {self.split} rows", len(records)):
-            example = self._encode(position, records[position])
+            example = self.pipeline.encode_row(records[position], self._context(row_numbers[position]))
             keep = self.report.record(
                 example.problems, split=self.split, row=example.row, file=self.source, policy=self.policy
             )
@@ -82,6 +94,8 @@ class MultimodalDataset(Dataset):
                 positions.append(position)
                 if self.cache:
                     cached.append(example)
+        self._cells = {column: [records[p][column] for p in positions] for column in columns}
+        self._row_numbers = np.array([row_numbers[p] for p in positions], dtype=np.int64)
         self._positions, self._cached = positions, cached
         return self
 
@@ -115,27 +129,36 @@ class MultimodalDataset(Dataset):
         if self.cache:
             example = self._cached[index]
         else:
-            example = self._encode(self._positions[index])
+            example = self._encode_kept(index)
             example.problems = []
-        dropping = self.split == "train" and self.augment is not None and self.augment.modality_dropout > 0
-        if not self.augmenting and not dropping:
+        if self.split != "train" or self.augment is None:
             return example
-        assert self.augment is not None
-        example = example.copy()
-        rng = np.random.default_rng([self.seed, self.epoch, max(example.row, 0)])
-        if self.augmenting:
-            for name, proc in self.pipeline.processors.items():
-                arrays = example.inputs.get(name)
-                if arrays is not None:
-                    example.inputs[name] = proc.augment(arrays, rng, self.augment)
-        present = [name for name, arrays in example.inputs.items() if arrays is not None]
-        for name in modality_dropout(present, self.augment.modality_dropout, rng):
-            example.inputs[name] = None
-        return example
+        return augment_example(example, self.pipeline, self.augment, seed=self.seed, epoch=self.epoch)
 
     def __repr__(self) -> str:
         n = "?" if self._positions is None else len(self._positions)
         return f"MultimodalDataset(split={self.split!r}, rows={n}, source={self.source!r})"
+
+
+def augment_example(example: Example, pipeline: DataPipeline, augment: AugmentConfig, *, seed: int, epoch: int) -> Example:
+    """A training row augmented (``augment.enabled``) and with some inputs dropped (``modality_dropout``).
+
+    The random choices come from a generator seeded by (seed, epoch, row); ``example`` is left
+    untouched (it may be a cached row). Returned as is when neither applies.
+    """
+    if not augment.enabled and augment.modality_dropout <= 0:
+        return example
+    example = example.copy()
+    rng = np.random.default_rng([seed, epoch, max(example.row, 0)])
+    if augment.enabled:
+        for name, proc in pipeline.processors.items():
+            arrays = example.inputs.get(name)
+            if arrays is not None:
+                example.inputs[name] = proc.augment(arrays, rng, augment)
+    present = [name for name, arrays in example.inputs.items() if arrays is not None]
+    for name in modality_dropout(present, augment.modality_dropout, rng):
+        example.inputs[name] = None
+    return example
 
 
 def _track(items: Any, progress: bool, description: str, total: int) -> Any:

@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ def resolve_path(
         raise fail(f"{text!r}: URLs are not read; download the files and write local paths")
 
     root = _resolved_root(os.path.abspath(root))  # absolute first: a relative root follows the cwd
+    if "\\" not in text:
+        plain = _plain_path_under_root(text, str(root))
+        if plain is not None:  # the common case, settled with one lstat per component below the root
+            return Path(plain)
     candidate = Path(text) if os.path.isabs(text) else root / text
     if not candidate.exists() and "\\" in text:  # a manifest written on Windows
         alternative = text.replace("\\", "/")
@@ -78,7 +83,43 @@ def _resolved_root(root: str) -> Path:
     return Path(root).resolve()
 
 
+def _plain_path_under_root(text: str, root: str) -> str | None:
+    """``text`` joined to ``root`` when that names an existing entry below ``root`` reached through no symlink.
+
+    Such a path needs none of ``resolve_path``'s further checks: it is inside the root (no ``..``, no symlink
+    on the way) and it exists; its resolved form is itself. One ``lstat`` per component below the (already
+    resolved) root. Anything else (``..``, a symlink anywhere below the root, a missing component, a path
+    outside the root) returns None and takes the full checks.
+    """
+    if os.path.isabs(text):
+        joined = text
+        normal = os.path.normpath(text)
+        prefix = root if root.endswith(os.sep) else root + os.sep
+        if not normal.startswith(prefix) or normal.startswith(os.sep * 2):
+            return None
+        below = normal[len(prefix):]
+    else:
+        joined = os.path.join(root, text)
+        below = text
+    parts = [part for part in below.split(os.sep) if part and part != "."]
+    if not parts or ".." in parts:
+        return None
+    current = root
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        current = os.path.join(current, part)
+        try:
+            mode = os.lstat(current).st_mode
+        except (OSError, ValueError):
+            return None
+        if stat.S_ISLNK(mode) or (i < last and not stat.S_ISDIR(mode)):
+            return None
+    return joined
+
+
 def _as_text(value: Any) -> str:
+    if type(value) is str:
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, float) and math.isnan(value):
@@ -96,4 +137,9 @@ def _as_text(value: Any) -> str:
 
 
 def _is_within(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+    """``path`` is ``root`` or below it (both absolute and normalized; compared as strings, component-wise)."""
+    inner, outer = str(path), str(root)
+    if inner == outer:
+        return True
+    prefix = outer if outer.endswith(os.sep) else outer + os.sep
+    return inner.startswith(prefix)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -36,7 +36,7 @@ SPLITS = ("train", "valid", "test")
 class PreparedData:
     config: Config  # a copy with data.inputs and tasks filled in
     pipeline: DataPipeline
-    datasets: dict[str, MultimodalDataset]  # the splits that exist
+    datasets: dict[str, Any]  # the splits that exist: MultimodalDataset, or ShardStream from shards
     report: DataReport
     root: Path
 
@@ -221,19 +221,74 @@ def _pretrained_statistics(config: Config) -> None:
             inp.options["channels"] = len(mean)
 
 
+def _from_shards(config: Config, pipeline: DataPipeline | None, splits: Sequence[str]) -> PreparedData:
+    """The splits of a shard directory as streams; inputs, tasks and the fitted pipeline come with the shards."""
+    from polyfuse.data.shards import ShardIndex, shard_dir
+    from polyfuse.data.stream import ShardStream
+
+    assert config.data.train is not None
+    directory = shard_dir(config.data.train)
+    for key in ("valid", "test", "dataset"):
+        if getattr(config.data, key):
+            raise ConfigError(f"data.{key}: not used with data.train: shards://... (the shards hold their own splits)")
+    stored = Config.from_yaml(directory / "config.yaml")
+    if not config.data.inputs:
+        config.data.inputs = dict(stored.data.inputs)
+    if not config.tasks and not config.objectives:
+        config.tasks = dict(stored.tasks)
+    if pipeline is None:
+        pipeline = DataPipeline.load(directory / "pipeline")
+    absent = [t for t in config.tasks if t not in pipeline.labels]
+    if absent:
+        raise ConfigError(f"tasks.{absent[0]}: not a task of these shards; tasks: {', '.join(pipeline.labels) or '(none)'}")
+    _select_inputs(config)
+    if config.data.use:
+        pipeline = DataPipeline(
+            {n: pipeline.processors[n] for n in config.data.use},
+            {t: pipeline.labels[t] for t in config.tasks if t in pipeline.labels},
+            {n: pipeline.kinds[n] for n in config.data.use},
+        )
+    index = ShardIndex.load(directory)
+    datasets: dict[str, Any] = {}
+    for split in splits:
+        if not index.rows(split):
+            continue
+        train = split == "train"
+        limit = config.data.max_rows
+        if train and config.data.max_train_rows is not None:
+            limit = min(limit or config.data.max_train_rows, config.data.max_train_rows)
+        datasets[split] = ShardStream(
+            directory, pipeline, split=split, shuffle=train,
+            batch_size=config.data.batch_size if train else (config.data.eval_batch_size or config.data.batch_size),
+            seed=config.train.seed, buffer=config.data.shuffle_buffer,
+            augment=config.data.augment if train else None, limit=limit,
+        )
+    report = DataReport.load(directory) if (directory / "data_report.json").is_file() else DataReport()
+    return PreparedData(config=config, pipeline=pipeline, datasets=datasets, report=report, root=directory)
+
+
 def prepare_data(
     config: Config,
     *,
     pipeline: DataPipeline | None = None,
     splits: Sequence[str] = SPLITS,
     progress: bool = True,
+    scan: bool = True,
 ) -> PreparedData:
-    """Read, split, infer, fit and scan: everything the trainer needs from ``config.data``."""
+    """Read, split, infer, fit and scan: everything the trainer needs from ``config.data``.
+
+    ``scan=False`` leaves the datasets unread (the shard writer reads their rows itself).
+    ``data.train: shards://DIR`` streams the splits of a shard directory instead (``_from_shards``).
+    """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ConfigError(f"splits: {unknown[0]!r} is not a split; allowed: {', '.join(SPLITS)}")
     check_policy(config.data.missing)
     config = config.copy()
+    from polyfuse.data.shards import is_shards
+
+    if is_shards(config.data.train):
+        return _from_shards(config, pipeline, splits)
     if config.data.dataset:
         config, files, root = _builtin(config)
     elif config.data.train:
@@ -253,8 +308,11 @@ def prepare_data(
     report = DataReport()
     if pipeline is None:
         train = tables["train"]
+        fit_frame = train.frame
+        if config.data.fit_rows is not None and config.data.fit_rows < len(fit_frame):
+            fit_frame = fit_frame.sample(n=max(1, int(config.data.fit_rows)), random_state=config.data.split.seed)
         pipeline = DataPipeline.fit(
-            config.data, config.tasks, train.frame, root=root, source=train.source, report=report, progress=progress,
+            config.data, config.tasks, fit_frame, root=root, source=train.source, report=report, progress=progress,
         )
     datasets: dict[str, MultimodalDataset] = {}
     for split in splits:
@@ -265,7 +323,9 @@ def prepare_data(
             table.frame, pipeline, split=split, root=root, source=table.source, policy=config.data.missing,
             report=report, augment=config.data.augment if split == "train" else None, seed=config.train.seed,
             cache=config.data.cache, allow_outside_root=config.data.allow_outside_root,
-        ).scan(progress=progress)
+        )
+        if scan:
+            datasets[split].scan(progress=progress)
     return PreparedData(config=config, pipeline=pipeline, datasets=datasets, report=report, root=root)
 
 

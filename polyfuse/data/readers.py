@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import warnings
 from contextlib import contextmanager
@@ -45,12 +46,23 @@ _ESTIMATED_LENGTH_FORMATS = ("OGG", "MPEG")  # their frame count in the header m
 # --------------------------------------------------------------------------- images
 
 
-def read_image(source: Path | bytes, *, channels: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(
+    source: Path | bytes,
+    *,
+    channels: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    size: tuple[int, int] | None = None,
+    crop: bool = False,
+) -> np.ndarray:
     """An image as uint8 [H, W, C] (C = ``channels``; None = 1 for grayscale files, else 3).
 
     Pillow formats (EXIF orientation applied, transparency composited on white) or a
     ``.npy`` array [H, W] / [H, W, C] (returned as float32). Images with more than
     ``max_pixels`` pixels are refused from their header, before decoding.
+
+    ``size`` (H, W): 8-bit images are brought to it while still Pillow images (after a centred
+    crop to its aspect ratio when ``crop``; bilinear, antialiased), the same pixels as resizing
+    the returned array with Pillow; ``.npy`` and 16-bit / float images come back at their own size.
     """
     _check_channels(channels)
     if _is_npy(source):
@@ -67,8 +79,14 @@ def read_image(source: Path | bytes, *, channels: int | None = None, max_pixels:
         with _pillow_guard(), Image.open(handle) as image:
             _check_pixels(*image.size, max_pixels)
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return _pil_to_array(image, channels)
+            ImageOps.exif_transpose(image, in_place=True)
+            converted = _pil_converted(image, channels)
+            if converted is None:
+                return _pil_to_array(image, channels)
+            if size is not None:
+                converted = _pil_resized(converted, size, crop)
+            array = np.array(converted, dtype=np.uint8)
+            return array[..., None] if array.ndim == 2 else array
     except DataError:
         raise
     except Image.DecompressionBombError as exc:
@@ -79,18 +97,53 @@ def read_image(source: Path | bytes, *, channels: int | None = None, max_pixels:
 
 def _pil_to_array(image: Any, channels: int | None) -> np.ndarray:
     """Pillow image -> uint8 [H, W, C]."""
-    from PIL import Image
-
     if image.mode in _HIGH_BIT_GRAY:
         gray = _high_bit_to_uint8(np.asarray(image), image.mode)[..., None]
         return gray if (channels or 1) == 1 else np.repeat(gray, 3, axis=2)
+    converted = _pil_converted(image, channels)
+    assert converted is not None
+    array = np.array(converted, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _pil_converted(image: Any, channels: int | None) -> Any:
+    """An 8-bit Pillow image as mode ``L`` (1 channel) or ``RGB``; None for 16-bit / float grayscale."""
+    from PIL import Image
+
+    if image.mode in _HIGH_BIT_GRAY:
+        return None
     gray_like = image.mode in ("1", "L", "LA", "La")
     if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
         white = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
-    target = channels or (1 if gray_like else 3)
-    array = np.array(image.convert("L" if target == 1 else "RGB"), dtype=np.uint8)
-    return array[..., None] if array.ndim == 2 else array
+    mode = "L" if (channels or (1 if gray_like else 3)) == 1 else "RGB"
+    return image if image.mode == mode else image.convert(mode)
+
+
+def crop_box(height: int, width: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the largest centred region with the aspect ratio of ``size`` = (H, W)."""
+    target = size[1] / size[0]
+    if width / height > target:
+        new_w = max(1, int(round(height * target)))
+        left = (width - new_w) // 2
+        return 0, left, height, left + new_w
+    new_h = max(1, int(round(width / target)))
+    top = (height - new_h) // 2
+    return top, 0, top + new_h, width
+
+
+def _pil_resized(image: Any, size: tuple[int, int], crop: bool) -> Any:
+    """An ``L``/``RGB`` Pillow image cropped (centred, to the aspect of ``size``) when ``crop``, then resized."""
+    from PIL import Image
+
+    if crop:
+        top, left, bottom, right = crop_box(image.height, image.width, size)
+        if (top, left, bottom, right) != (0, 0, image.height, image.width):
+            image = image.crop((left, top, right, bottom))
+    height, width = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return image
 
 
 def _high_bit_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
@@ -174,6 +227,10 @@ def read_array(source: Path | bytes) -> np.ndarray:
 
 
 def _load_npy(source: Path | bytes) -> np.ndarray:
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        plain = _load_plain_npy(source)
+        if plain is not None:
+            return plain
     try:
         array = np.load(_handle(source), allow_pickle=False)
     except ValueError as exc:
@@ -185,6 +242,65 @@ def _load_npy(source: Path | bytes) -> np.ndarray:
     if not isinstance(array, np.ndarray):
         raise DataError("expected a .npy array, found an .npz archive")
     return array
+
+
+#: Parsed .npy headers (header bytes -> dtype, shape, Fortran order): files of one data set share a few.
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
+_NPY_HEADERS_MAX = 4096
+
+
+def _load_plain_npy(path: Path | str) -> np.ndarray | None:
+    """A .npy file of a plain numeric dtype, read in one call, its header parsed once per distinct header.
+
+    The same array ``np.load`` returns (writable, C or Fortran order as stored), for the common case only:
+    a version 1/2 header, a numeric non-structured dtype and exactly the bytes the header announces.
+    Anything else (empty, folder, truncated, object dtype, other versions, unreadable) returns None, and
+    ``np.load`` then reads the file and words the error.
+    """
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 10:
+                return None
+            buffer = bytearray(size)
+            if fh.readinto(buffer) != size:
+                return None
+    except (OSError, ValueError):
+        return None
+    if buffer[:6] != _NPY_MAGIC:
+        return None
+    major = buffer[6]
+    if major == 1:
+        start, length = 10, int.from_bytes(buffer[8:10], "little")
+    elif major == 2:
+        start, length = 12, int.from_bytes(buffer[8:12], "little")
+    else:
+        return None
+    offset = start + length
+    header = bytes(buffer[:offset])
+    parsed = _NPY_HEADERS.get(header)
+    if parsed is None:
+        try:
+            handle = io.BytesIO(header)
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(handle)
+        except Exception:  # noqa: BLE001 - np.load words the error
+            return None
+        if handle.tell() != offset:
+            return None
+        parsed = (dtype, tuple(int(n) for n in shape), bool(fortran))
+        if len(_NPY_HEADERS) >= _NPY_HEADERS_MAX:
+            _NPY_HEADERS.clear()
+        _NPY_HEADERS[header] = parsed
+    dtype, shape, fortran = parsed
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biuf":
+        return None
+    count = math.prod(shape)
+    if count == 0 or size - offset != count * dtype.itemsize:
+        return None
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    return array.reshape(shape[::-1]).transpose() if fortran else array.reshape(shape)
 
 
 def _load_npz(source: Path | bytes) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from polyfuse.config import DataConfig
 
@@ -90,6 +90,75 @@ class ResumableDataLoader(DataLoader):
         self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
+class _TaggedCollate:
+    """Collate in a loader worker and tag the batch with that worker's id (for ``StreamLoader``'s order)."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+
+    def __call__(self, examples: Any) -> tuple[int, Any]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        return (info.id if info is not None else 0), self.collate(examples)
+
+
+def round_robin(counts: list[int]) -> list[int]:
+    """The worker each batch of a pass comes from: workers in turn, an exhausted one passed over."""
+    order = []
+    for r in range(max(counts, default=0)):
+        order += [w for w, count in enumerate(counts) if r < count]
+    return order
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader over a ``ShardStream`` whose place inside an epoch goes into checkpoints.
+
+    Each pass tells the stream its epoch (``epoch_of()``, the trainer's current epoch) and, after
+    ``load_state_dict`` inside that epoch, how many batches were already served: the stream's
+    workers then skip exactly their rows already trained on (see ``polyfuse.data.stream``). A
+    resumed pass restarts the workers' turns at worker 0, so batches are tagged with their
+    worker and handed out in the order the uninterrupted pass had.
+    """
+
+    def __init__(self, dataset: Any, *args: Any, epoch_of: Any = None, collate_fn: Any = None, **kwargs: Any) -> None:
+        self._collate = collate_fn
+        super().__init__(dataset, *args, collate_fn=_TaggedCollate(collate_fn) if collate_fn else None, **kwargs)
+        self.epoch_of = epoch_of or (lambda: 0)
+        self.served = 0
+        self.epoch = 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        from collections import deque
+
+        self.epoch = int(self.epoch_of())
+        self.dataset.set_epoch(self.epoch)  # type: ignore[attr-defined]
+        skip = 0
+        if self._resume is not None and self._resume["epoch"] == self.epoch:
+            skip = min(int(self._resume["batches"]), len(self))
+        self._resume = None
+        self.dataset.resume_batches(skip)  # type: ignore[attr-defined]
+        self.served = skip
+        expected = deque(round_robin(self.dataset.worker_batches(max(1, self.num_workers)))[skip:])  # type: ignore[attr-defined]
+        pending: dict[int, deque] = {}
+        for worker, batch in super().__iter__():
+            pending.setdefault(worker, deque()).append(batch)
+            while expected and pending.get(expected[0]):
+                self.served += 1
+                yield pending[expected.popleft()].popleft()
+        for worker in expected:  # cannot happen when the stream keeps its plan; never lose a batch
+            if pending.get(worker):
+                self.served += 1
+                yield pending[worker].popleft()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.epoch), "batches": int(self.served)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+
+
 class MultimodalDataModule(L.LightningDataModule):
     """Train / valid / test loaders from ``PreparedData``."""
 
@@ -106,6 +175,8 @@ class MultimodalDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         batch = self.cfg.batch_size if train else (self.cfg.eval_batch_size or self.cfg.batch_size)
         workers = self.cfg.num_workers
+        if isinstance(dataset, IterableDataset):
+            return self._stream_loader(dataset, batch, workers, train)
         sampler = EpochSeededSampler(dataset, self.seed, shuffle=train)
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
@@ -121,6 +192,18 @@ class MultimodalDataModule(L.LightningDataModule):
             generator=sampler.generator(),
         )
 
+    def _stream_loader(self, dataset: Any, batch: int, workers: int, train: bool) -> DataLoader:
+        """Rows streamed from shards: the rank's part, pieces per worker cut at this batch size."""
+        dataset.batch_size = batch
+        trainer = getattr(self, "trainer", None)
+        if train and trainer is not None:
+            dataset.set_rank(trainer.global_rank, trainer.world_size)
+        return (StreamLoader if train else DataLoader)(
+            dataset, batch_size=batch, collate_fn=self.collate_fn, num_workers=workers, persistent_workers=False,
+            drop_last=False, generator=torch.Generator().manual_seed(int(self.seed)),  # as in _loader: RNG untouched
+            **({"epoch_of": lambda: trainer.current_epoch if trainer is not None else 0} if train else {}),
+        )
+
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", True)
         if self._resume is not None:
@@ -133,7 +216,7 @@ class MultimodalDataModule(L.LightningDataModule):
     # (the loader's own state is restored too late: the optimizer's step count builds the loaders first)
     def state_dict(self) -> dict[str, Any]:
         loader = self._train_loader
-        return {"train": loader.state_dict()} if isinstance(loader, ResumableDataLoader) else {}
+        return {"train": loader.state_dict()} if isinstance(loader, (ResumableDataLoader, StreamLoader)) else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume = dict(state["train"]) if state.get("train") else None

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import IterableDataset
 
 from polyfuse.data.collate import to_torch
 from polyfuse.data.dataset import _track
@@ -142,6 +143,15 @@ def precompute_features(
     report = FeatureReport()
     if not encoders or "train" not in datasets:
         return dict(datasets), report
+    streamed = [split for split, ds in datasets.items() if isinstance(ds, IterableDataset)]
+    if streamed:
+        from polyfuse.config import ConfigError
+
+        raise ConfigError(
+            f"model.encoders.{next(iter(encoders))}: a fixed-feature encoder ({type(next(iter(encoders.values()))).__name__}) "
+            "computes its features once per row before training, which rows streamed from shards do not allow; "
+            "choose a trainable encoder, or train from the manifest"
+        )
     plain = {split: plain_examples(ds) for split, ds in datasets.items()}
     features: dict[str, dict[str, np.ndarray]] = {split: {} for split in datasets}
     was_training = model.training

@@ -80,7 +80,7 @@ def read_file(
         label = str(value)
         try:
             source = resolve_path(
-                label, Path(ctx.root), allow_outside_root=ctx.allow_outside_root,
+                label, ctx.root, allow_outside_root=ctx.allow_outside_root,
                 file=ctx.source, row=getattr(ctx, "row", None), column=column,
             )
         except DataError as exc:

@@ -42,15 +42,10 @@ def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 def center_crop_to_aspect(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Largest centred region of [H, W, C] with the aspect ratio of ``size``."""
-    height, width = image.shape[:2]
-    target = size[1] / size[0]
-    if width / height > target:
-        new_w = max(1, int(round(height * target)))
-        left = (width - new_w) // 2
-        return image[:, left : left + new_w]
-    new_h = max(1, int(round(width / target)))
-    top = (height - new_h) // 2
-    return image[top : top + new_h]
+    from polyfuse.data.readers import crop_box
+
+    top, left, bottom, right = crop_box(image.shape[0], image.shape[1], size)
+    return image[top:bottom, left:right]
 
 
 def resize_hwc(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -126,13 +121,23 @@ class PixelTransform:
         return (image.astype(np.float32) * scale).transpose(2, 0, 1)
 
     def _stats(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-        shape = (-1, 1, 1) if ndim == 3 else (1, -1, 1, 1)
-        return np.asarray(self.mean, np.float32).reshape(shape), np.asarray(self.std, np.float32).reshape(shape)
+        key = (ndim, tuple(self.mean or ()), tuple(self.std or ()))
+        cache = self.__dict__.setdefault("_stats_cache", {})  # one entry per (ndim, mean, std) in use
+        if key not in cache:
+            shape = (-1, 1, 1) if ndim == 3 else (1, -1, 1, 1)
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = np.asarray(self.mean, np.float32).reshape(shape), np.asarray(self.std, np.float32).reshape(shape)
+        return cache[key]
 
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         """[C, H, W] or [F, C, H, W] pixel units -> normalized float32."""
         mean, std = self._stats(raw.ndim)
-        return ((raw - mean) / std).astype(np.float32)
+        if raw.dtype != np.float32:
+            return ((raw - mean) / std).astype(np.float32)
+        out = raw - mean  # float32 throughout: the same values, one array fewer
+        np.divide(out, std, out=out)
+        return out
 
     def denormalize(self, values: np.ndarray) -> np.ndarray:
         mean, std = self._stats(values.ndim)
@@ -207,6 +212,8 @@ class ImageProcessor(Processor):
         kwargs: dict[str, Any] = {"channels": channels}
         if self.max_pixels is not None:
             kwargs["max_pixels"] = self.max_pixels
+        if self.transform.size is not None and channels is not None:  # 8-bit files resized while still Pillow images
+            kwargs["size"], kwargs["crop"] = self.transform.size, self.transform.crop
         return read_file(value, ctx, self.column, lambda source: read_image(source, **kwargs))
 
     def fit(self, frame: pd.DataFrame, ctx: FitContext) -> None:

