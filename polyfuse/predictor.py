@@ -150,7 +150,8 @@ class Predictor:
         # cross-modal retrieval of models with contrastive / translation objectives: {objective: {direction: ...}}
         from polyfuse.retrieval.embed import evaluate_retrieval, split_groups
 
-        match = config.retrieval.match if config.retrieval.match in dataset.frame.columns else None
+        frame = getattr(dataset, "frame", None)  # rows streamed from shards have no table to group by
+        match = config.retrieval.match if frame is not None and config.retrieval.match in frame.columns else None
         retrieval = evaluate_retrieval(
             self.model, loader_factory(dataset, Collator(self.pipeline), batch_size),
             ks=config.retrieval.ks, groups=split_groups(dataset, match),

@@ -203,3 +203,21 @@ def test_sharding_reports_the_broken_rows_as_a_training_run_does(bad: BadManifes
     index = ShardIndex.load(tmp_path / "shards")
     rows = sum(1 for _ in open(bad.train)) + sum(1 for _ in open(bad.valid)) - 2
     assert summary["rows"] == index.rows("train") + index.rows("valid") == rows - len(skipped)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_train_from_shards_and_end_in_sync(shards: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "polyfuse.cli", "train", "--data", f"shards://{shards}", "--out", str(out),
+        "--strategy", "ddp", "--devices", "2", "--accelerator", "cpu", "--no-progress",
+        "train.epochs=1", "data.batch_size=8", "data.num_workers=1", "model.encoders.audio=sequence_cnn", "model.dim=32",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
+    assert metrics["steps_run"] == 4  # 64 rows, 32 per rank, batches of 8

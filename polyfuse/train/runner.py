@@ -63,7 +63,8 @@ class ParameterSyncCheck(L.Callback):
         self.checksums: list[float] = []
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        with torch.no_grad():
+        # FSDP: every rank holds a shard; each gathers the full parameters so the checksums can agree
+        with full_parameters(trainer), torch.no_grad():
             total = torch.zeros((), dtype=torch.float64, device=pl_module.device)
             for i, p in enumerate(pl_module.model.parameters()):
                 total += (p.detach().double() * (1.0 + 1e-3 * (i % 97))).sum()
@@ -71,6 +72,29 @@ class ParameterSyncCheck(L.Callback):
         values = [float(v) for v in gathered.reshape(-1)]
         self.checksums = values
         self.in_sync = all(abs(v - values[0]) <= 1e-9 * max(1.0, abs(values[0])) for v in values)
+
+
+def is_sharded(trainer: L.Trainer) -> bool:
+    """True when the strategy shards parameters across ranks (FSDP)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return isinstance(trainer.strategy, FSDPStrategy)
+
+
+def full_parameters(trainer: L.Trainer) -> Any:
+    """A context in which the module's parameters are whole on every rank (FSDP); nothing otherwise."""
+    import contextlib
+
+    if not is_sharded(trainer):
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+
+
+def _model_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``model.`` entries of a Lightning module's state dict, without the prefix."""
+    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
 
 
 def _progress_callbacks(progress: bool) -> list[L.Callback]:
@@ -235,14 +259,22 @@ def run_training(
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_dir / LAST) if resume else None)
     train_seconds = time.perf_counter() - started
+    sharded = is_sharded(trainer)
+    # FSDP: a collective call on every rank; the full state (on CPU) arrives on rank 0
+    gathered = trainer.strategy.lightning_module_state_dict() if sharded else None
     if not trainer.is_global_zero:
         return RunResult(out, {}, config)
 
     best_path = ckpt_dir / BEST
-    if best_path.is_file():
-        state = load_state(best_path)["state_dict"]
-        module.load_state_dict(state)
-    model = module.model.cpu().eval()
+    if sharded:  # the trained module holds shards: the model to evaluate and save is rebuilt whole
+        state = load_state(best_path)["state_dict"] if best_path.is_file() else gathered
+        model = build_model(config, specs, task_dims)
+        model.load_state_dict(_model_state(state))
+    else:
+        if best_path.is_file():
+            module.load_state_dict(load_state(best_path)["state_dict"])
+        model = module.model
+    model = model.cpu().eval()
     from polyfuse.train.threshold import tune_thresholds
 
     thresholds = tune_thresholds(model, config, datasets, collate, monitor)
