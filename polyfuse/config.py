@@ -128,6 +128,11 @@ class DataConfig:
     max_train_rows: int | None = None  # use only the first N TRAINING rows (few-label fine-tuning); valid/test kept
     fit_rows: int | None = None  # fit the pipeline (vocabularies, normalisation) on a seeded sample of N training rows
     shuffle_buffer: int = 1000  # training from shards (data.train: shards://DIR): raw rows mixed per loader worker
+    # "full": decode every row before training (problems found up front, rows cached when data.cache);
+    # "lazy": no up-front pass, no row cache, problems recorded as rows are first read; "auto": lazy
+    # when the training table has more than lazy_rows rows (and data.missing is not skip)
+    scan: Literal["auto", "full", "lazy"] = "auto"
+    lazy_rows: int = 50_000
 
 
 @dataclass

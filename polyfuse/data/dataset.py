@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from polyfuse.config import AugmentConfig
 from polyfuse.data.augment import modality_dropout
 from polyfuse.data.pipeline import DataPipeline, Example
 from polyfuse.data.processors.base import RowContext
-from polyfuse.data.report import DataReport, check_policy
+from polyfuse.data.report import DataReport, Problem, check_policy
 
 
 class MultimodalDataset(Dataset):
@@ -41,6 +45,7 @@ class MultimodalDataset(Dataset):
         seed: int = 0,
         cache: bool = True,
         allow_outside_root: bool = False,
+        lazy: bool = False,
     ) -> None:
         self.frame = frame
         self.pipeline = pipeline
@@ -60,6 +65,12 @@ class MultimodalDataset(Dataset):
         # without the row cache: no DataFrame row lookups, no columns the pipeline does not read
         self._cells: dict[str, list[Any]] = {}
         self._row_numbers = np.zeros(0, dtype=np.int64)
+        # lazy: no up-front pass and no cache; rows' problems go to one file per reading process, merged
+        # into ``report`` by ``collect_problems`` (loader workers cannot write the main process's report)
+        self.lazy = lazy
+        self._problem_dir: Path | None = Path(tempfile.mkdtemp(prefix="polyfuse-problems-")) if lazy else None
+        if lazy:
+            self.cache = False
 
     # ------------------------------------------------------------------ reading
     def _context(self, row: int) -> RowContext:
@@ -108,7 +119,50 @@ class MultimodalDataset(Dataset):
 
     def _ensure_scanned(self) -> None:
         if self._positions is None:
-            self.scan(progress=False)
+            if self.lazy:
+                self._keep_all()
+            else:
+                self.scan(progress=False)
+
+    def _keep_all(self) -> None:
+        """Lazy reading: every row is kept, its cells held by column; nothing is decoded."""
+        columns = self.columns_read()
+        self._cells = {column: self.frame[column].tolist() for column in columns}
+        self._row_numbers = np.asarray(self.frame.index, dtype=np.int64)
+        self._positions = list(range(len(self.frame)))
+
+    def _note_problems(self, example: Example) -> None:
+        """Lazy reading: ``error`` raises at the row; other problems are appended to this process's file."""
+        if self.policy == "error":
+            DataReport().record(example.problems, split=self.split, row=example.row, file=self.source, policy="error")
+        assert self._problem_dir is not None
+        line = json.dumps({"row": example.row, "problems": [p.to_dict() for p in example.problems]})
+        with open(self._problem_dir / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def task_labels(self, task: str) -> np.ndarray:
+        """One task's encoded labels over the kept rows, from the cells (no file is decoded)."""
+        self._ensure_scanned()
+        encoder = self.pipeline.labels[task]
+        cells = self._cells.get(encoder.column)
+        if cells is None:
+            return np.asarray([encoder.empty() for _ in range(len(self))])
+        return np.asarray([encoder.encode(value, task)[0] for value in cells])
+
+    def collect_problems(self) -> int:
+        """Lazy reading: record the problems of the rows read so far in ``report`` (each row once); their count."""
+        if self._problem_dir is None or not self._problem_dir.is_dir():
+            return 0
+        found: dict[int, list[Problem]] = {}
+        for path in sorted(self._problem_dir.glob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                entry = json.loads(line)
+                found.setdefault(int(entry["row"]), [Problem(**p) for p in entry["problems"]])
+        for row in sorted(found):
+            self.report.record(found[row], split=self.split, row=row, file=self.source, policy=self.policy)
+        shutil.rmtree(self._problem_dir, ignore_errors=True)
+        self._problem_dir = None
+        return len(found)
 
     def __len__(self) -> int:
         self._ensure_scanned()
@@ -130,6 +184,8 @@ class MultimodalDataset(Dataset):
             example = self._cached[index]
         else:
             example = self._encode_kept(index)
+            if self.lazy and example.problems and self._problem_dir is not None:
+                self._note_problems(example)
             example.problems = []
         if self.split != "train" or self.augment is None:
             return example

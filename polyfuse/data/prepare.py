@@ -221,6 +221,22 @@ def _pretrained_statistics(config: Config) -> None:
             inp.options["channels"] = len(mean)
 
 
+LAZY_FIT_ROWS = 10_000  # training rows the pipeline is fitted on when rows are read lazily (data.fit_rows unset)
+
+
+def _reads_lazily(config: Config, train_rows: int) -> bool:
+    """``data.scan``: lazy, or auto over ``data.lazy_rows`` training rows; lazy reading cannot honour ``skip``."""
+    scan, policy = config.data.scan, config.data.missing
+    if scan not in ("auto", "full", "lazy"):
+        raise ConfigError(f"data.scan: {scan!r} is not allowed; allowed: auto, full, lazy")
+    if scan == "lazy" and policy == "skip":
+        raise ConfigError(
+            "data.scan: lazy reading keeps every row (a row is read only when trained on), so data.missing: skip "
+            "cannot drop rows up front; use data.missing: missing or error, or data.scan: full"
+        )
+    return scan == "lazy" or (scan == "auto" and policy != "skip" and train_rows > config.data.lazy_rows)
+
+
 def _from_shards(config: Config, pipeline: DataPipeline | None, splits: Sequence[str]) -> PreparedData:
     """The splits of a shard directory as streams; inputs, tasks and the fitted pipeline come with the shards."""
     from polyfuse.data.shards import ShardIndex, shard_dir
@@ -306,6 +322,9 @@ def prepare_data(
 
     _check_input_columns(config, pipeline, tables)
     report = DataReport()
+    lazy = _reads_lazily(config, len(tables["train"].frame)) and scan
+    if lazy and config.data.fit_rows is None and pipeline is None:
+        config.data.fit_rows = LAZY_FIT_ROWS  # fitting stays bounded too (recorded in the run's config.yaml)
     if pipeline is None:
         train = tables["train"]
         fit_frame = train.frame
@@ -322,9 +341,9 @@ def prepare_data(
         datasets[split] = MultimodalDataset(
             table.frame, pipeline, split=split, root=root, source=table.source, policy=config.data.missing,
             report=report, augment=config.data.augment if split == "train" else None, seed=config.train.seed,
-            cache=config.data.cache, allow_outside_root=config.data.allow_outside_root,
+            cache=config.data.cache and not lazy, allow_outside_root=config.data.allow_outside_root, lazy=lazy,
         )
-        if scan:
+        if scan and not lazy:
             datasets[split].scan(progress=progress)
     return PreparedData(config=config, pipeline=pipeline, datasets=datasets, report=report, root=root)
 

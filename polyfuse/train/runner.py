@@ -311,6 +311,9 @@ def run_training(
     if sync.in_sync is not None and len(sync.checksums) > 1:
         metrics["ranks_in_sync"] = sync.in_sync
         metrics["world_size"] = len(sync.checksums)
+    for dataset in prepared.datasets.values():  # lazily read rows: the problems found while training
+        if hasattr(dataset, "collect_problems"):
+            dataset.collect_problems()
     prepared.report.save(out)
     data_summary = prepared.report.summary()
     metrics["data_report"] = data_summary
