@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: $POLYFUSE_CACHE/bench_scale)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_scale.md")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the 0/1-worker runs and the full-scan run (the tests' tiny version)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out-run", dest="out_run", help=argparse.SUPPRESS)
@@ -191,11 +192,12 @@ def main() -> None:
     largest = max(sizes)
     for rows in sizes:  # memory and time to first step vs rows, from shards
         record("shards", rows, 2, [f"data.max_train_rows={rows}"], from_shards)
-    for workers in (0, 1):
+    for workers in () if args.no_sweep else (0, 1):
         record("shards", largest, workers, [f"data.max_train_rows={largest}"], from_shards)
     for rows in sizes:
         record("manifest (scan auto)", rows, 2, [f"data.max_train_rows={rows}"], from_manifest)
-    record("manifest (scan full)", min(sizes), 2, [f"data.max_train_rows={min(sizes)}", "data.scan=full"], from_manifest)
+    if not args.no_sweep:
+        record("manifest (scan full)", min(sizes), 2, [f"data.max_train_rows={min(sizes)}", "data.scan=full"], from_manifest)
     report["runs"] = runs
 
     shard_rss = [r["peak_rss_mb"] for r in runs if r["source"] == "shards" and r["workers"] == 2]

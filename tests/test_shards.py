@@ -221,3 +221,21 @@ def test_ddp_two_cpu_processes_train_from_shards_and_end_in_sync(shards: Path, t
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
     assert metrics["steps_run"] == 4  # 64 rows, 32 per rank, batches of 8
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs_in_its_tiny_version(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_scale.py"
+    command = [sys.executable, str(bench), "--rows", "3000", "--sizes", "1000,3000", "--shard-rows", "1000",
+               "--steps", "8", "--no-sweep", "--work", str(tmp_path), "--out", str(tmp_path / "scale.md")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "scale.json").read_text())
+    assert set(report["sharding"]) == {"1", "2", "all"} and report["sharding"]["all"]["rows"] == 3000
+    shards = [r for r in report["runs"] if r["source"] == "shards"]
+    assert [r["rows"] for r in shards] == [1000, 3000] and all(r["steps"] == 8 and r["peak_rss_mb"] > 0 for r in shards)
+    assert report["targets"]["rss_growth_from_shards"] == pytest.approx(
+        max(r["peak_rss_mb"] for r in shards) / min(r["peak_rss_mb"] for r in shards) - 1, abs=1e-3)
