@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from typing import Any, Mapping
 
 from torch import nn
@@ -120,19 +121,44 @@ def _check_model_parts(config: Config, encoders: Mapping[str, ComponentConfig], 
     check_component(FUSIONS, fusion, f"{path}.fusion", _INJECTED_FUSION_ARGS)
 
 
-def build_encoder(spec: InputSpec, comp: ComponentConfig | None, dim: int) -> nn.Module:
+def at_path(path: str, exc: ConfigError) -> ConfigError:
+    """A component's ConfigError with its config key path in front.
+
+    Components name only their own parameter (``rank_dim: ...``) or say what is wrong; the
+    builder knows where they sit in the config: ``model.fusion.rank_dim: ...``, ``model.encoders.image: ...``.
+    """
+    message = str(exc)
+    head = message.split(":", 1)[0]
+    if ":" in message and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+        return ConfigError(f"{path}.{message}")
+    return ConfigError(f"{path}: {message}")
+
+
+def build_encoder(spec: InputSpec, comp: ComponentConfig | None, dim: int, path: str | None = None) -> nn.Module:
+    """The encoder of one input (``path`` defaults to ``model.encoders.<input>``, for error messages)."""
     comp = comp or ComponentConfig(DEFAULT_ENCODERS[spec.kind])
     offered = {"dim": dim, **spec.encoder_kwargs()}
-    return call_with(ENCODERS.get(comp.name).factory, offered, comp.params)
+    try:
+        return call_with(ENCODERS.get(comp.name).factory, offered, comp.params)
+    except ConfigError as exc:
+        raise at_path(path or f"model.encoders.{spec.name}", exc) from None
 
 
-def build_fusion(comp: ComponentConfig, input_dims: dict[str, int], dim: int) -> nn.Module:
-    return call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
+def build_fusion(comp: ComponentConfig, input_dims: dict[str, int], dim: int, path: str = "model.fusion") -> nn.Module:
+    try:
+        return call_with(FUSIONS.get(comp.name).factory, {"input_dims": input_dims, "dim": dim}, comp.params)
+    except ConfigError as exc:
+        raise at_path(path, exc) from None
 
 
-def build_head(task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int, **offered: Any) -> nn.Module:
-    """The head of a task type; ``offered`` are further injected values (e.g. ``max_length``)."""
-    return call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim, **offered}, params)
+def build_head(
+    task_type: str, params: Mapping[str, Any], in_dim: int, out_dim: int, path: str = "head", **offered: Any
+) -> nn.Module:
+    """The head of a task type (``path``: its config key, ``tasks.<name>.head``); ``offered`` are further injected values."""
+    try:
+        return call_with(HEADS.get(TASK_HEADS[task_type]).factory, {"in_dim": in_dim, "out_dim": out_dim, **offered}, params)
+    except ConfigError as exc:
+        raise at_path(path, exc) from None
 
 
 def head_offers(task: TaskConfig) -> dict[str, Any]:
@@ -176,7 +202,7 @@ def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mappi
     input_dims = {name: enc.output_dim for name, enc in encoders.items()}
     fusion = build_fusion(config.model.fusion, input_dims, dim)
     heads = {
-        tname: build_head(task.type, task.head, fusion.output_dim, task_dims[tname], **head_offers(task))
+        tname: build_head(task.type, task.head, fusion.output_dim, task_dims[tname], f"tasks.{tname}.head", **head_offers(task))
         for tname, task in config.tasks.items()
     }
     objectives = build_objectives(config, input_dims, getattr(fusion, "output_dim", None), specs)
@@ -205,7 +231,7 @@ def build_objectives(
         try:
             out[name] = call_with(OBJECTIVES.get(comp.name).factory, offered, params)
         except ConfigError as exc:
-            raise ConfigError(f"objectives.{name}.{exc}") from None
+            raise at_path(f"objectives.{name}", exc) from None
     return out
 
 

@@ -148,6 +148,36 @@ def test_the_branch_pattern_catches_branches() -> None:
     assert not BRANCH.search('tasks = {"digit": {"column": "label", "type": "classification"}}')
 
 
+COMPONENT_PACKAGES = ("encoders", "fusion", "heads")
+CONFIG_PATH = re.compile(r"""ConfigError\(\s*f?["'](model|tasks|data|objectives)\.""")
+
+
+def test_components_name_their_own_parameters_and_the_builder_adds_the_key_path() -> None:
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{text[: m.start()].count(chr(10)) + 1}"
+        for package in COMPONENT_PACKAGES for path in (PACKAGE / package).rglob("*.py")
+        for text in [path.read_text()] for m in CONFIG_PATH.finditer(text)
+    ]
+    assert offenders == [], f"components raising errors with a config key path: {offenders}"
+
+    from polyfuse.build import build_model
+    from polyfuse.config import Config, ConfigError
+    from polyfuse.types import InputSpec
+
+    specs = {"image": InputSpec(name="image", kind="image", channels=1, height=28, width=28)}
+    cases = [
+        ({"model": {"fusion": {"name": "bottleneck", "fusion_layer": 99}}}, "model.fusion.fusion_layer: "),
+        ({"model": {"encoders": {"image": {"name": "lenet", "channels": [8]}}}}, "model.encoders.image.channels: "),
+        ({"model": {"encoders": {"image": {"name": "lenet"}}}, "tasks": {"y": {"column": "y", "head": {"dropout": 2.0}}}},
+         "tasks.y.head.dropout: "),
+    ]
+    for raw, prefix in cases:
+        config = Config.from_dict({"tasks": {"y": {"column": "y"}}, **raw})
+        with pytest.raises(ConfigError) as caught:
+            build_model(config, specs, {"y": 3})
+        assert str(caught.value).startswith(prefix), str(caught.value)
+
+
 @pytest.mark.parametrize("module", ["polyfuse.predictor", "polyfuse.serve.app"])
 def test_inference_imports_neither_lightning_nor_training(module: str) -> None:
     code = (

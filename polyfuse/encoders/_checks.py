@@ -8,10 +8,10 @@ from polyfuse.errors import ConfigError
 
 
 def choice(encoder: str, key: str, value: Any, allowed: Iterable[Any]) -> Any:
-    """``value`` if it is one of ``allowed``, else a ConfigError naming ``encoder.key``."""
+    """``value`` if it is one of ``allowed``, else a ConfigError naming ``key`` (the builder adds the key path)."""
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(f"{encoder}.{key}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
+        raise ConfigError(f"{key}: {value!r} is not allowed for {encoder}; allowed: {', '.join(map(str, allowed))}")
     return value
 
 
@@ -19,18 +19,18 @@ def positive(encoder: str, **values: Any) -> None:
     """Every given value must be a positive int (bools are not ints here)."""
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{encoder}.{key}: expected a positive integer, got {value!r}")
+            raise ConfigError(f"{key}: expected a positive integer ({encoder}), got {value!r}")
 
 
 def divisible(encoder: str, dim: int, heads: int) -> None:
     if dim % heads:
-        raise ConfigError(f"{encoder}.heads: dim={dim} is not divisible by heads={heads}")
+        raise ConfigError(f"heads: dim={dim} is not divisible by heads={heads} ({encoder})")
 
 
 def required(encoder: str, **values: Any) -> None:
     """Values the data must provide (injected by the builder); None means the data did not say."""
     for key, value in values.items():
         if value is None:
-            raise ConfigError(f"{encoder}: needs {key!r} from the data (the input's processor did not provide it)")
+            raise ConfigError(f"{encoder} needs {key!r} from the data (the input's processor did not provide it)")
 
 

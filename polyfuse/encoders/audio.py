@@ -63,7 +63,7 @@ class AudioFeatures(nn.Module):
         positive(encoder, n_fft=self.n_fft, hop=self.hop)
         if features == "mfcc":
             if n_mfcc > n_mels:
-                raise ConfigError(f"{encoder}.n_mfcc: {n_mfcc} coefficients need n_mels >= {n_mfcc} (n_mels={n_mels})")
+                raise ConfigError(f"n_mfcc: {n_mfcc} coefficients need n_mels >= {n_mfcc} (n_mels={n_mels})")
             self.transform: nn.Module = MFCC(sample_rate, n_mfcc, self.n_fft, self.hop, n_mels, f_min, f_max, mel_scale)
             self.num_features = n_mfcc
         else:
@@ -106,7 +106,7 @@ class AudioCNNEncoder(Encoder):
         super().__init__()
         positive("audio_cnn", dim=dim)
         if not channels:
-            raise ConfigError("audio_cnn.channels: expected a list of stage widths such as [16, 32, 64]")
+            raise ConfigError("channels: expected a list of stage widths such as [16, 32, 64]")
         self.pool = choice("audio_cnn", "pool", pool, ("mean", "max"))
         self.features = AudioFeatures("audio_cnn", sample_rate, features, n_mels, n_mfcc, n_fft, hop)
         self.convs = nn.ModuleList()

@@ -63,7 +63,7 @@ class LeNetEncoder(Encoder):
         super().__init__()
         positive("lenet", dim=dim, in_channels=in_channels)
         if len(channels) != 2 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
-            raise ConfigError(f"lenet.channels: expected two positive widths such as [16, 32], got {channels!r}")
+            raise ConfigError(f"channels: expected two positive widths such as [16, 32], got {channels!r}")
         c1, c2 = channels
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -71,7 +71,7 @@ class LeNetEncoder(Encoder):
         )
         fmap_size = None if image_size is None else (image_size[0] // 4, image_size[1] // 4)
         if fmap_size is not None and min(fmap_size) < 1:
-            raise ConfigError(f"lenet: image_size {tuple(image_size)} is too small (at least 4x4)")  # type: ignore[arg-type]
+            raise ConfigError(f"image_size {tuple(image_size)} is too small for lenet (at least 4x4)")  # type: ignore[arg-type]
         if token_grid is None:
             grid = (7, 7) if fmap_size is None else (_largest_divisor(fmap_size[0], 7), _largest_divisor(fmap_size[1], 7))
         else:
@@ -112,10 +112,10 @@ class ConvEncoder(Encoder):
         super().__init__()
         positive("cnn", dim=dim, in_channels=in_channels, convs_per_stage=convs_per_stage)
         if not channels:
-            raise ConfigError("cnn.channels: expected at least one stage width")
+            raise ConfigError("channels: expected at least one stage width")
         if image_size is not None and min(image_size) < 2 ** len(channels):
             raise ConfigError(
-                f"cnn.channels: {len(channels)} stages halve the image {len(channels)} times; "
+                f"channels: {len(channels)} stages halve the image {len(channels)} times; "
                 f"image_size {tuple(image_size)} is too small (use fewer stages or larger images)"
             )
         layers: list[nn.Module] = []
@@ -163,7 +163,7 @@ class ViTEncoder(Encoder):
         divisible("vit", dim, heads)
         self.pool = choice("vit", "pool", pool, ("cls", "mean"))
         if min(image_size) < patch_size:
-            raise ConfigError(f"vit.patch_size: {patch_size} is larger than the image {tuple(image_size)}")
+            raise ConfigError(f"patch_size: {patch_size} is larger than the image {tuple(image_size)}")
         self.patch_embed = PatchEmbed(in_channels, dim, patch_size)
         n_patches = self.patch_embed.num_patches(*image_size)
         self.cls = CLSToken(dim)
@@ -204,7 +204,7 @@ class FlattenEncoder(Encoder):
         self.downsample = nn.AvgPool2d(downsample) if downsample > 1 else nn.Identity()
         raw_dim = in_channels * (image_size[0] // downsample) * (image_size[1] // downsample)
         if raw_dim < 1:
-            raise ConfigError(f"flatten.downsample: {downsample} leaves no pixels of a {tuple(image_size)} image")
+            raise ConfigError(f"downsample: {downsample} leaves no pixels of a {tuple(image_size)} image")
         self.proj = nn.Linear(raw_dim, dim) if project else nn.Identity()
         self.output_dim = dim if project else raw_dim
 

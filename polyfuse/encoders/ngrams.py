@@ -30,7 +30,7 @@ class TextNgramEncoder(Encoder):
         assert vocab_size is not None
         positive("text_ngrams", vocab_size=vocab_size, dim=dim)
         if not 0.0 <= float(feature_dropout) < 1.0:
-            raise ConfigError(f"text_ngrams.feature_dropout: must be in [0, 1), got {feature_dropout}")
+            raise ConfigError(f"feature_dropout: must be in [0, 1), got {feature_dropout}")
         self.feature_dropout = float(feature_dropout)
         self.table = nn.Embedding(int(vocab_size), dim)
         nn.init.normal_(self.table.weight, std=dim**-0.5)

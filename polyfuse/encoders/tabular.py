@@ -20,9 +20,9 @@ from polyfuse.types import EncoderOutput
 def _check_columns(encoder: str, num_numeric: int, cat_cardinalities: list[int]) -> list[int]:
     cards = [int(c) for c in cat_cardinalities]
     if num_numeric < 0 or any(c < 1 for c in cards):
-        raise ConfigError(f"{encoder}: bad column description num_numeric={num_numeric}, cat_cardinalities={cards}")
+        raise ConfigError(f"{encoder} got a bad column description num_numeric={num_numeric}, cat_cardinalities={cards}")
     if num_numeric == 0 and not cards:
-        raise ConfigError(f"{encoder}: the tabular input has no numeric and no categorical columns")
+        raise ConfigError(f"the tabular input has no numeric and no categorical columns ({encoder})")
     return cards
 
 

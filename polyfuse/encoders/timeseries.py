@@ -92,7 +92,7 @@ class SequenceCNNEncoder(Encoder):
         super().__init__()
         positive("sequence_cnn", feature_dim=feature_dim, dim=dim, layers=layers, kernel_size=kernel_size)
         if kernel_size % 2 == 0:
-            raise ConfigError(f"sequence_cnn.kernel_size: expected an odd number such as 3, 5, 7, got {kernel_size}")
+            raise ConfigError(f"kernel_size: expected an odd number such as 3, 5, 7, got {kernel_size}")
         self.pool = choice("sequence_cnn", "pool", pool, ("mean", "max"))
         widths = [feature_dim] + [dim] * layers
         self.blocks = nn.ModuleList(
@@ -170,7 +170,7 @@ class SequenceStatsEncoder(Encoder):
         super().__init__()
         positive("sequence_stats", feature_dim=feature_dim, dim=dim)
         if not stats:
-            raise ConfigError(f"sequence_stats.stats: choose at least one of {', '.join(_STATS)}")
+            raise ConfigError(f"stats: choose at least one of {', '.join(_STATS)}")
         for name in stats:
             choice("sequence_stats", "stats", name, _STATS)
         self.stats = tuple(stats)

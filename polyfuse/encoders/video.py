@@ -48,7 +48,7 @@ class VideoFramesEncoder(Encoder):
         injected = {"dim": dim, "in_channels": in_channels, "image_size": image_size}
         clash = sorted(set(params) & {"in_channels", "image_size"})
         if clash:
-            raise ConfigError(f"video_frames.frame_encoder_params.{clash[0]}: set by polyfuse from the data; remove it")
+            raise ConfigError(f"frame_encoder_params.{clash[0]}: set by polyfuse from the data; remove it")
         self.frame_encoder: Encoder = call_with(ENCODERS.get(frame_encoder).factory, injected, params)
         width = self.frame_encoder.output_dim
         if self.temporal == "transformer":

@@ -66,7 +66,7 @@ def check_positive(name: str, value: int) -> None:
     from polyfuse.config import ConfigError
 
     if int(value) < 1:
-        raise ConfigError(f"model.fusion.{name}: must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
 
 
 def check_heads(dim: int, heads: int) -> None:
@@ -74,4 +74,4 @@ def check_heads(dim: int, heads: int) -> None:
     from polyfuse.config import ConfigError
 
     if dim % heads:
-        raise ConfigError(f"model.fusion.heads: dim {dim} must be divisible by heads, got {heads}")
+        raise ConfigError(f"heads: dim {dim} must be divisible by heads, got {heads}")

@@ -41,7 +41,7 @@ class BottleneckFusion(Fusion):
             check_positive(name, value)
         check_heads(dim, heads)
         if not 0 <= fusion_layer < depth:
-            raise ConfigError(f"model.fusion.fusion_layer: must be in 0..{depth - 1} (depth {depth}), got {fusion_layer}")
+            raise ConfigError(f"fusion_layer: must be in 0..{depth - 1} (depth {depth}), got {fusion_layer}")
         n = len(input_dims)
         self.fusion_layer = fusion_layer
         self.in_projs = nn.ModuleList(nn.Linear(d, dim) for d in input_dims.values())

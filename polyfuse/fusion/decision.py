@@ -60,7 +60,7 @@ class LateFusion(_ModalityBranches):
     def __init__(self, input_dims: dict[str, int], dim: int = 128, combine: str = "mean", dropout: float = 0.1) -> None:
         super().__init__(input_dims, dim, dropout)
         if combine not in COMBINE_MODES:
-            raise ConfigError(f"model.fusion.combine: {combine!r} is not allowed; allowed: {', '.join(COMBINE_MODES)}")
+            raise ConfigError(f"combine: {combine!r} is not allowed; allowed: {', '.join(COMBINE_MODES)}")
         self.combine = combine
         if combine == "learned":
             self.logits = nn.Parameter(torch.zeros(len(input_dims)))
@@ -93,7 +93,7 @@ class HybridFusion(_ModalityBranches):
     def __init__(self, input_dims: dict[str, int], dim: int = 128, dropout: float = 0.1) -> None:
         super().__init__(input_dims, dim, dropout)
         if FUSED_BRANCH in input_dims:
-            raise ConfigError(f"model.fusion: hybrid fusion needs the input name {FUSED_BRANCH!r} for its fused branch; rename that input")
+            raise ConfigError(f"hybrid fusion needs the input name {FUSED_BRANCH!r} for its fused branch; rename that input")
         self.concat = MissingAwareConcat(list(input_dims.values()))
         self.fused_proj = nn.Sequential(nn.Linear(self.concat.output_dim, dim), nn.GELU(), nn.Dropout(dropout))
         self.logits = nn.Parameter(torch.zeros(len(input_dims) + 1))

@@ -37,7 +37,7 @@ class TensorFusion(Fusion):
             from polyfuse.config import ConfigError
 
             raise ConfigError(
-                f"model.fusion.rank_dim: ({rank_dim}+1)^{len(input_dims)} = {product_dim} product features is too "
+                f"rank_dim: ({rank_dim}+1)^{len(input_dims)} = {product_dim} product features is too "
                 "many; lower rank_dim or use low_rank_tensor"
             )
         self.norm = nn.LayerNorm(product_dim)

@@ -29,7 +29,7 @@ _NEVER_GENERATED = (PAD_ID, UNK_ID, BOS_ID)
 
 def _int_at_least(name: str, value: object, least: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ConfigError(f"caption_decoder.{name}: expected an integer >= {least}, got {value!r}")
+        raise ConfigError(f"{name}: expected an integer >= {least}, got {value!r}")
     return value
 
 
@@ -73,13 +73,13 @@ class CaptionDecoder(nn.Module):
                                    ("max_length", max_length, 2), ("beam_size", beam_size, 1)):
             _int_at_least(name, value, least)
         if out_dim <= len(SPECIALS):
-            raise ConfigError(f"caption_decoder: the target vocabulary has {out_dim} tokens; it needs words beyond {SPECIALS}")
+            raise ConfigError(f"the target vocabulary has {out_dim} tokens; it needs words beyond {SPECIALS}")
         if dim % heads:
-            raise ConfigError(f"caption_decoder.heads: the width {dim} is not divisible by heads={heads}")
+            raise ConfigError(f"heads: the width {dim} is not divisible by heads={heads}")
         if memory not in MEMORY_MODES:
-            raise ConfigError(f"caption_decoder.memory: {memory!r} is not allowed; allowed: {', '.join(MEMORY_MODES)}")
+            raise ConfigError(f"memory: {memory!r} is not allowed; allowed: {', '.join(MEMORY_MODES)}")
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"caption_decoder.dropout: must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout: must be in [0, 1), got {dropout}")
         self.in_dim, self.out_dim, self.dim = in_dim, out_dim, dim
         self.max_length = max_length
         self.memory = memory
@@ -123,7 +123,7 @@ class CaptionDecoder(nn.Module):
         else:
             if fused.tokens is None:
                 raise ConfigError(
-                    f"caption_decoder.memory: {mode!r} needs a fusion that returns tokens (fit, cross_attention, "
+                    f"caption_decoder memory: {mode!r} needs a fusion that returns tokens (fit, cross_attention, "
                     "bottleneck); use memory: pooled or auto"
                 )
             tokens = fused.tokens

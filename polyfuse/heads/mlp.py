@@ -14,11 +14,11 @@ def _check(in_dim: int, out_dim: int, hidden: int, dropout: float) -> None:
     from polyfuse.config import ConfigError
 
     if in_dim < 1 or out_dim < 1:
-        raise ConfigError(f"head: in_dim and out_dim must be positive, got {in_dim} and {out_dim}")
+        raise ConfigError(f"in_dim and out_dim must be positive, got {in_dim} and {out_dim}")
     if hidden < 0:
-        raise ConfigError(f"head.hidden: must be 0 (no hidden layer) or a positive width, got {hidden}")
+        raise ConfigError(f"hidden: must be 0 (no hidden layer) or a positive width, got {hidden}")
     if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"head.dropout: must be in [0, 1), got {dropout}")
+        raise ConfigError(f"dropout: must be in [0, 1), got {dropout}")
 
 
 class MLPHead(Head):
