@@ -10,17 +10,6 @@ import typer
 from polyfuse.commands._common import console, print_json, user_errors
 
 
-def plan_from_args(
-    data: str, labels: list[str], valid: str | None, test: str | None, task_type: str | None,
-    preset: str, metric: str | None, group: str | None, time_limit: float | None,
-) -> "object":
-    """The preset applied to the user's table (see polyfuse.presets.table)."""
-    from polyfuse.presets.table import plan_table
-
-    return plan_table(data, labels, preset=preset, valid=valid, test=test, task_type=task_type,
-                      metric=metric, group=group, time_limit=time_limit)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("train", context_settings={"allow_extra_args": True})
     @user_errors
@@ -85,7 +74,10 @@ def register(app: typer.Typer) -> None:
                 raise PolyfuseError("give either a recipe/config or --data, not both")
             if not label:
                 raise PolyfuseError("--data needs --label COLUMN (the column to predict)")
-            plan = plan_from_args(data, list(label), valid, test, task_type, preset, metric, group, time_limit)
+            from polyfuse.presets.table import plan_table
+
+            plan = plan_table(data, list(label), preset=preset, valid=valid, test=test, task_type=task_type,
+                              metric=metric, group=group, time_limit=time_limit)
             plan.config = plan.config.with_overrides(overrides)
             config = plan.config
         elif positional:

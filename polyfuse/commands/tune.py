@@ -54,9 +54,10 @@ def register(app: typer.Typer) -> None:
                 raise PolyfuseError("give either a recipe/config or --data, not both")
             if not label:
                 raise PolyfuseError("--data needs --label COLUMN (the column to predict)")
-            from polyfuse.commands.train import plan_from_args
+            from polyfuse.presets.table import plan_table
 
-            plan = plan_from_args(data, list(label), valid, test, task_type, preset, metric, group, None)
+            plan = plan_table(data, list(label), preset=preset, valid=valid, test=test, task_type=task_type,
+                              metric=metric, group=group)
             base = base_from_plan(plan, say)
             run_metric = None  # the plan's train.monitor holds --metric
         elif positional:
