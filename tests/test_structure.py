@@ -148,6 +148,16 @@ def test_the_branch_pattern_catches_branches() -> None:
     assert not BRANCH.search('tasks = {"digit": {"column": "label", "type": "classification"}}')
 
 
+def test_commands_do_not_import_each_other() -> None:
+    graph = import_graph()
+    crossing = {
+        (module, target) for module, targets in graph.items() if module.startswith("polyfuse.commands.")
+        for target in targets
+        if target.startswith("polyfuse.commands.") and target not in ("polyfuse.commands._common", module)
+    }
+    assert crossing == set()
+
+
 COMPONENT_PACKAGES = ("encoders", "fusion", "heads")
 CONFIG_PATH = re.compile(r"""ConfigError\(\s*f?["'](model|tasks|data|objectives)\.""")
 
