@@ -49,3 +49,23 @@ def console():  # noqa: ANN201
     from rich.console import Console
 
     return Console(stderr=False, highlight=False)
+
+
+def retrieval_table(retrieval: dict[str, Any], title: str) -> Any:
+    """A table of ``{objective: {direction: metrics}}`` (recall@K, median rank, chance R@1)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    ks: list[str] = []
+    for per_direction in retrieval.values():
+        for values in per_direction.values():
+            ks += [k for k in values if k.startswith("R@") and k not in ks]
+    for col in ("objective", "direction", *ks, "median rank", "chance R@1", "queries"):
+        table.add_column(col)
+    for objective, per_direction in retrieval.items():
+        for direction, values in per_direction.items():
+            table.add_row(
+                objective, direction, *[f"{values[k]:.3f}" for k in ks], f"{values['median_rank']:.1f}",
+                f"{values['chance_R@1']:.4f}", str(values["queries"]),
+            )
+    return table

@@ -25,26 +25,6 @@ def _results_table(results: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
-def retrieval_table(retrieval: dict[str, Any], title: str) -> Any:
-    """A table of ``{objective: {direction: metrics}}`` (recall@K, median rank, chance R@1)."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    ks: list[str] = []
-    for per_direction in retrieval.values():
-        for values in per_direction.values():
-            ks += [k for k in values if k.startswith("R@") and k not in ks]
-    for col in ("objective", "direction", *ks, "median rank", "chance R@1", "queries"):
-        table.add_column(col)
-    for objective, per_direction in retrieval.items():
-        for direction, values in per_direction.items():
-            table.add_row(
-                objective, direction, *[f"{values[k]:.3f}" for k in ks], f"{values['median_rank']:.1f}",
-                f"{values['chance_R@1']:.4f}", str(values["queries"]),
-            )
-    return table
-
-
 def register(app: typer.Typer) -> None:
     index_app = typer.Typer(
         help="Embedding indexes of a manifest in a checkpoint's shared space (for `polyfuse search`).",

@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
                 table.add_row(task, metric, f"{value:.4f}")
         console().print(table)
         if result.get("retrieval"):
-            from polyfuse.commands.crossmodal import retrieval_table
+            from polyfuse.commands._common import retrieval_table
 
             console().print(retrieval_table(result["retrieval"], f"retrieval on {data or 'its test split'}"))
         problems = result.get("data_report", {}).get("total", 0)
@@ -200,7 +200,7 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
                 table.add_row(split, task, metric, f"{value:.4f}")
     console().print(table)
     if metrics.get("retrieval", {}).get("test"):
-        from polyfuse.commands.crossmodal import retrieval_table
+        from polyfuse.commands._common import retrieval_table
 
         console().print(retrieval_table(metrics["retrieval"]["test"], "retrieval (test split)"))
     console().print(f"report: {run_dir / 'report.md'}")
