@@ -97,6 +97,24 @@ def test_one_or_two_workers_write_the_same_shards(shards: Path, tmp_path: Path) 
         write_shards(config, tmp_path / "one", progress=False)
 
 
+def test_an_interrupted_sharding_resumes_to_the_same_shards(shards: Path, tmp_path: Path) -> None:
+    config = Config.from_yaml(shards / "config.yaml")
+    out = tmp_path / "again"
+    write_shards(config, out, workers=2, rows_per_shard=16, progress=False)
+    # as if killed while writing the third training shard: no index, that shard half-written, no record of it
+    (out / "shards.json").unlink()
+    (out / "train-000002.done.json").unlink()
+    (out / "train-000002.tar").write_bytes(b"torn")
+    with pytest.raises(polyfuse.errors.DataError, match="unfinished sharding; pass --resume"):
+        write_shards(config, out, rows_per_shard=16, progress=False)
+    written: list[str] = []
+    summary = write_shards(config, out, rows_per_shard=16, resume=True, progress=False, on_shard=lambda r: written.append(r.file))
+    assert written == ["train-000002.tar"] and summary["rows"] == 96
+    for tar in sorted(shards.glob("*.tar")):
+        assert (out / tar.name).read_bytes() == tar.read_bytes(), tar.name
+    assert (out / "shards.json").read_text().split('"written"')[0] == (shards / "shards.json").read_text().split('"written"')[0]
+
+
 def test_worker_pieces_cut_at_batches_and_cover_every_position() -> None:
     assert worker_pieces(10, 4, 2) == [(0, 4), (4, 10)]
     assert worker_pieces(10, 4, 3) == [(0, 4), (4, 8), (8, 10)]

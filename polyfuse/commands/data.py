@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         rows_per_shard: int = typer.Option(2000, "--rows-per-shard", help="Rows per tar shard."),
         fit_rows: Optional[int] = typer.Option(None, "--fit-rows", help="Fit the pipeline on a seeded sample of this many training rows (default: all)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace shards already in --out."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sharding of --out (its config and pipeline, its finished shards)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
         overrides: Optional[List[str]] = typer.Argument(None, help="key.path=value overrides (e.g. data.missing=skip data.split.valid=0.05)."),
     ) -> None:
@@ -63,7 +64,8 @@ def register(app: typer.Typer) -> None:
         if fit_rows is not None:
             config = config.with_overrides([f"data.fit_rows={fit_rows}"])
         summary = write_shards(
-            config, out, workers=workers, rows_per_shard=rows_per_shard, overwrite=overwrite, progress=not no_progress,
+            config, out, workers=workers, rows_per_shard=rows_per_shard, overwrite=overwrite, resume=resume,
+            progress=not no_progress,
         )
         splits = ", ".join(f"{s} {v['rows']} rows in {v['shards']} shard(s)" for s, v in summary["splits"].items())
         problems = summary["problems"].get("total", 0)

@@ -6,6 +6,7 @@ are found and recorded in the data report up front; the raw bytes are what is st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -90,7 +91,38 @@ def _write_shard(task: _ShardTask) -> _ShardResult:
                 labels[tname].append(value)
         writer.close()
     os.replace(tmp, task.path)
-    return _ShardResult(task.split, task.number, os.path.basename(task.path), written, problems, labels, time.perf_counter() - started)
+    result = _ShardResult(task.split, task.number, os.path.basename(task.path), written, problems, labels, time.perf_counter() - started)
+    done = _done_path(task.path)  # written after the tar: a shard with it is complete (resume skips it)
+    Path(done + ".tmp").write_text(json.dumps(_jsonable(dataclasses.asdict(result))), encoding="utf-8")
+    os.replace(done + ".tmp", done)
+    return result
+
+
+def _done_path(shard: str) -> str:
+    return shard[: -len(".tar")] + ".done.json"
+
+
+def _load_done(task: _ShardTask) -> _ShardResult | None:
+    """The result of a shard an interrupted sharding already finished (None when it did not)."""
+    done = Path(_done_path(task.path))
+    if not done.is_file() or not Path(task.path).is_file():
+        return None
+    try:
+        state = json.loads(done.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    state["problems"] = [(int(row), items) for row, items in state["problems"]]
+    return _ShardResult(**state)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
 
 
 def write_shards(
@@ -100,13 +132,15 @@ def write_shards(
     workers: int = 1,
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     on_shard: Callable[[_ShardResult], None] | None = None,
 ) -> dict[str, Any]:
     """Split, infer, fit (on the training rows) and write every split of ``config.data`` as shards in ``out``.
 
     Returns a summary: rows and shards per split, rows/s, problems. The data report names the
-    manifest, row and column of every problem, as a training run's does.
+    manifest, row and column of every problem, as a training run's does. ``resume`` continues an
+    interrupted sharding of ``out``: its stored config and pipeline are reused and finished shards kept.
     """
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
@@ -118,16 +152,28 @@ def write_shards(
     if workers < 1:
         raise ConfigError(f"workers: must be at least 1, got {workers}")
     out = Path(out)
+    if overwrite and resume:
+        raise ConfigError("--resume and --overwrite: choose one")
     if (out / INDEX).exists() and not overwrite:
         raise DataError("already holds shards; pass --overwrite to replace them", file=str(out))
+    unfinished = out.is_dir() and any(out.glob("*.tar"))
+    if unfinished and not (overwrite or resume):
+        raise DataError("holds an unfinished sharding; pass --resume to continue it or --overwrite to start again", file=str(out))
+    if resume and not ((out / "config.yaml").is_file() and (out / "pipeline").is_dir()):
+        raise DataError("nothing to resume (no config.yaml and pipeline/ from an earlier sharding)", file=str(out))
     started = time.perf_counter()
-    prepared = prepare_data(config, progress=progress, scan=False)
+    if resume:  # the interrupted sharding's own config and fitted pipeline: its finished shards used them
+        config = Config.from_yaml(out / "config.yaml")
+        prepared = prepare_data(config, pipeline=DataPipeline.load(out / "pipeline"), progress=progress, scan=False)
+    else:
+        prepared = prepare_data(config, progress=progress, scan=False)
     config, pipeline, root = prepared.config, prepared.pipeline, prepared.root
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.tar"):
-        old.unlink()
-    pipeline.save(out / "pipeline")
-    config.to_yaml(out / "config.yaml")
+    if not resume:
+        for old in [*out.glob("*.tar"), *out.glob("*.done.json")]:
+            old.unlink()
+        pipeline.save(out / "pipeline")
+        config.to_yaml(out / "config.yaml")
     file_columns = [c for n, p in pipeline.processors.items() if pipeline.kinds.get(n) in FILE_KINDS for c in p.columns]
     needed = list(dict.fromkeys([*pipeline.columns, *(enc.column for enc in pipeline.labels.values())]))
     tasks: list[_ShardTask] = []
@@ -146,20 +192,35 @@ def write_shards(
             ))
     sources = {split: ds.source or "" for split, ds in prepared.datasets.items()}
     report = DataReport()
-    results: list[_ShardResult] = []
     init = (str(out / "pipeline"), str(root), config.data.allow_outside_root, "", config.data.missing, file_columns)
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    with _progress(progress, len(tasks)) as advance:
+    finished = {task.path: done for task in tasks if resume and (done := _load_done(task)) is not None}
+    results: list[_ShardResult] = list(finished.values())
+    todo = [task for task in tasks if task.path not in finished]
+    policy = config.data.missing
+
+    def written(result: _ShardResult) -> None:
+        if policy == "error":  # stop at once: the row's DataError names file, row and column
+            _finish(result, DataReport(), sources, policy)
+        results.append(result)
+        if on_shard is not None:
+            on_shard(result)
+
+    with _progress(progress, len(todo)) as advance:
         if workers == 1:
             _init_worker(*init)
-            for task in tasks:
-                results.append(_finish(_write_shard(task), report, sources, config.data.missing, on_shard))
+            for task in todo:
+                written(_write_shard(task))
                 advance()
         else:
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init) as pool:
-                for result in pool.map(_write_shard, tasks):
-                    results.append(_finish(result, report, sources, config.data.missing, on_shard))
+                for result in pool.map(_write_shard, todo):
+                    written(result)
                     advance()
+    order = {split: i for i, split in enumerate(prepared.datasets)}
+    results.sort(key=lambda r: (order[r.split], r.number))
+    for result in results:  # the report in split and shard order, however the shards were written
+        _finish(result, report, sources, policy)
     splits: dict[str, dict[str, Any]] = {}
     labels: dict[str, list[Any]] = {}
     for result in results:
@@ -193,14 +254,11 @@ def write_shards(
     }
 
 
-def _finish(result: _ShardResult, report: DataReport, sources: dict[str, str], policy: str, on_shard: Any) -> _ShardResult:
+def _finish(result: _ShardResult, report: DataReport, sources: dict[str, str], policy: str) -> None:
     """Record a written shard's problems in the report (the policy decides what ``error`` does)."""
     for row, problems in result.problems:
         items = [Problem(p["stage"], p["column"], p["reason"], p["category"], p.get("name")) for p in problems]
         report.record(items, split=result.split, row=row, file=sources.get(result.split), policy=policy)
-    if on_shard is not None:
-        on_shard(result)
-    return result
 
 
 class _progress:
