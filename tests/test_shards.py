@@ -257,3 +257,20 @@ def test_the_scale_benchmark_runs_in_its_tiny_version(tmp_path: Path) -> None:
     assert [r["rows"] for r in shards] == [1000, 3000] and all(r["steps"] == 8 and r["peak_rss_mb"] > 0 for r in shards)
     assert report["targets"]["rss_growth_from_shards"] == pytest.approx(
         max(r["peak_rss_mb"] for r in shards) / min(r["peak_rss_mb"] for r in shards) - 1, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_on_disjoint_rows_whose_union_is_each_epoch(shards: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("ddp_rows_script.py")
+    done = subprocess.run([sys.executable, str(script), str(shards), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    every = sorted(ex.row for ex in ShardStream(shards, DataPipeline.load(shards / "pipeline"), split="train", shuffle=False, batch_size=4))
+    for epoch in ("0", "1"):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert len(a) == len(b) == 32 and not set(a) & set(b)
+        assert sorted(a + b) == every
+    assert ranks[0]["0"] != ranks[0]["1"]  # each epoch its own order
