@@ -23,11 +23,15 @@ bounded); then, over the same shuffled batches of the recipe's batch size:
   to the arrival of the last batch, over the rows after it; the time to the first batch (the workers'
   start, paid once per epoch since the loaders do not keep their workers) is reported beside it;
 * model: forward + loss + backward (+ gradient clipping) + AdamW step of ``build_model(...)`` on the
-  warm pass's pre-collated batches (the first ``--model-warmup`` untimed), with the recipe's task
-  losses and objectives (a config with neither trains on a stand-in loss, mean(pooled^2)).
+  warm pass's pre-collated batches (the first ``--model-warmup`` untimed, timing stops after
+  ``--model-seconds``), with the recipe's task losses and objectives (a config with neither trains
+  on a stand-in loss, mean(pooled^2)).
 
-Throughputs are samples/s; the ratios loader/model (cold and warm) are measured within one run
-(target: >= 2, i.e. the loader never starves the model). A dataset whose files, fonts or packages are
+The four passes run ``--repeats`` times (default 3) in turn (cold, cold without workers, warm, model;
+then again), so that a machine whose speed drifts moves all of them alike; every figure is the median
+over the repeats, and the cold / model ratio of each repeat is shown too. Throughputs are samples/s;
+the ratios loader/model (cold and warm) are measured within one run (target: >= 2, i.e. the loader
+never starves the model). A dataset whose files, fonts or packages are
 missing is skipped with the reason. Prints a markdown table and writes it with the JSON to ``--out``
 (default ``benchmarks/results/bench_loader.md`` and ``.json``).
 """
@@ -98,8 +102,9 @@ def loader_pass(dataset: Any, collate: Any, batch_size: int, workers: int, max_b
     return timing, kept
 
 
-def model_throughput(prepared: Any, batches: list[Any], warmup: int, seed: int) -> dict[str, Any]:
-    """Samples/s of full training steps of the recipe's model on pre-collated batches."""
+def model_throughput(prepared: Any, batches: list[Any], warmup: int, seed: int, budget_s: float | None = None) -> dict[str, Any]:
+    """Samples/s of full training steps of the recipe's model on pre-collated batches (timed steps stop
+    once they took ``budget_s`` seconds, after at least two)."""
     import torch
 
     from polyfuse.build import build_model, objective_weights
@@ -136,10 +141,13 @@ def model_throughput(prepared: Any, batches: list[Any], warmup: int, seed: int) 
     warmup = min(warmup, len(batches) - 1)
     for batch in batches[:warmup]:
         step(batch)
-    timed = batches[warmup:]
+    timed: list[Any] = []
     started = time.perf_counter()
-    for batch in timed:
+    for batch in batches[warmup:]:
         step(batch)
+        timed.append(batch)
+        if budget_s is not None and len(timed) >= 2 and time.perf_counter() - started > budget_s:
+            break
     seconds = time.perf_counter() - started
     rows = sum(int(b["row"].shape[0]) for b in timed)
     return {
@@ -168,12 +176,21 @@ def bench_one(name: str, args: argparse.Namespace, chosen: dict[str, str]) -> di
     collate = Collator(prepared.pipeline)
     seed = prepared.config.train.seed
 
-    train.cache = False  # cold: every row decoded from its files again
-    cold_pass, _ = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=False)
-    cold0_pass, _ = loader_pass(train, collate, batch_size, 0, args.max_batches, seed, keep=False)
-    train.cache = True  # warm: the rows prepare_data's scan cached
-    warm_pass, batches = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=True)
-    model = model_throughput(prepared, batches, args.model_warmup, seed)
+    # the measurements alternate, repeat after repeat, so that a machine whose speed drifts (other load,
+    # a shared host) moves loader and model alike; every figure is the median over the repeats
+    passes: dict[str, list[dict[str, Any]]] = {"cold": [], "cold0": [], "warm": [], "model": []}
+    for _ in range(args.repeats):
+        train.cache = False  # cold: every row decoded from its files again
+        passes["cold"].append(loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=False)[0])
+        passes["cold0"].append(loader_pass(train, collate, batch_size, 0, args.max_batches, seed, keep=False)[0])
+        train.cache = True  # warm: the rows prepare_data's scan cached
+        warm_pass, batches = loader_pass(train, collate, batch_size, workers, args.max_batches, seed, keep=True)
+        passes["warm"].append(warm_pass)
+        passes["model"].append(model_throughput(prepared, batches, args.model_warmup, seed, args.model_seconds))
+        del batches
+    cold_pass, cold0_pass, warm_pass = (_median_pass(passes[k]) for k in ("cold", "cold0", "warm"))
+    model = {k: v for k, v in passes["model"][0].items() if k not in ("seconds", "rows", "batches")}
+    model.update(_median_pass(passes["model"]))
     cold, cold0, warm = (p["samples_per_s"] for p in (cold_pass, cold0_pass, warm_pass))
     return {
         "dataset": name,
@@ -192,7 +209,21 @@ def bench_one(name: str, args: argparse.Namespace, chosen: dict[str, str]) -> di
         "ratio_cold": cold / model["samples_per_s"],
         "ratio_cold_0_workers": cold0 / model["samples_per_s"],
         "ratio_warm": warm / model["samples_per_s"],
+        "ratio_cold_per_repeat": [c["samples_per_s"] / m["samples_per_s"] for c, m in zip(passes["cold"], passes["model"])],
     }
+
+
+def _median_pass(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median samples/s (and time to the first batch) of repeated passes, with every pass kept."""
+    import statistics
+
+    out: dict[str, Any] = {"samples_per_s": statistics.median(r["samples_per_s"] for r in runs)}
+    if runs and runs[0].get("first_batch_s") is not None:
+        out["first_batch_s"] = statistics.median(r["first_batch_s"] for r in runs)
+    if runs and "workers" in runs[0]:
+        out["workers"] = runs[0]["workers"]
+    out["repeats"] = [{k: v for k, v in r.items() if k in ("seconds", "rows", "samples_per_s", "first_batch_s")} for r in runs]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=None,
                         help="rows prepared per dataset (default: max-batches x batch size; 0 = all)")
     parser.add_argument("--model-warmup", type=int, default=2, help="untimed model steps")
+    parser.add_argument("--model-seconds", type=float, default=10.0,
+                        help="stop timing model steps after this long (at least two steps)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="times each pass (cold, cold without workers, warm, model) runs, alternating; medians reported")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers of the cold and warm passes (default: os.cpu_count())")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -263,15 +298,17 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         "## Data loader vs model training throughput (samples/s)\n",
-        f"Up to {args.max_batches} batches per pass, torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; "
+        f"Up to {args.max_batches} batches per pass, median of {args.repeats} alternating repeats of every pass, "
+        f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores; "
         f"cold = row cache off (rows decoded from files), warm = cached rows, both with {workers} DataLoader workers "
         "(steady state: the first batch per worker, made while the workers start, is not in the rate; "
         "'first batch' is the time to it); cold, 0 workers = the same pass in the main process; "
         "model = forward + backward + AdamW on the warm batches. "
         f"Target: loader / model >= {TARGET:g} (cold and warm, with {workers} workers).\n",
         f"| dataset | recipe | inputs | batch | rows | loader cold ({workers} workers) | first batch s | "
-        "loader cold (0 workers) | loader warm | model | cold / model | cold (0 workers) / model | warm / model | target |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "loader cold (0 workers) | loader warm | model | cold / model | cold / model per repeat | "
+        "cold (0 workers) / model | warm / model | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ok = r["ratio_cold"] >= TARGET and r["ratio_warm"] >= TARGET
@@ -281,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['dataset']} | {r['recipe']}{model_note} | {inputs} | {r['batch_size']} | {r['train_rows']} | "
             f"{r['loader_cold']['samples_per_s']:.0f} | {r['loader_cold']['first_batch_s']:.2f} | "
             f"{r['loader_cold_0_workers']['samples_per_s']:.0f} | {r['loader_warm']['samples_per_s']:.0f} | "
-            f"{r['model']['samples_per_s']:.0f} | {r['ratio_cold']:.2f} | {r['ratio_cold_0_workers']:.2f} | "
+            f"{r['model']['samples_per_s']:.0f} | {r['ratio_cold']:.2f} | "
+            f"{', '.join(f'{x:.2f}' for x in r['ratio_cold_per_repeat'])} | {r['ratio_cold_0_workers']:.2f} | "
             f"{r['ratio_warm']:.2f} | {'PASS' if ok else 'FAIL'} |"
         )
     if skipped:
@@ -295,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_rows": args.max_rows,
         "threads": torch.get_num_threads(),
         "workers": workers,
+        "repeats": args.repeats,
         "target": TARGET,
         "results": results,
         "skipped": skipped,

@@ -163,6 +163,35 @@ def test_text_missing_join_and_minilm(tmp_path: Path) -> None:
         TextProcessor(column="q", tokenizer="no-such-tokenizer").fit(pd.DataFrame({"q": ["a"]}), FitContext())
 
 
+def test_text_token_ids_remembered_per_text_and_never_shared(tmp_path: Path) -> None:
+    from tokenizers import models
+
+    proc = TextProcessor(column="q", vocab_size=100)
+    proc.fit(pd.DataFrame({"q": TEXTS}), FitContext(root=tmp_path))
+    calls = []
+    encode = proc.tokenizer.encode
+
+    class Counting:  # the tokenizer object cannot be patched: wrap it
+        def __init__(self, inner):
+            self.inner = inner
+
+        def encode(self, text):
+            calls.append(text)
+            return encode(text)
+
+    inner, proc.tokenizer = proc.tokenizer, Counting(proc.tokenizer)
+    first = proc.process({"q": TEXTS[0]}, ctx(tmp_path))
+    first["input_ids"][:] = -1  # a caller changing its arrays does not change the next row's
+    second = proc.process({"q": TEXTS[0]}, ctx(tmp_path))
+    assert calls == [TEXTS[0]] and (second["input_ids"] >= 0).all()
+    np.testing.assert_array_equal(second["input_ids"], np.asarray(encode(TEXTS[0]).ids))
+    proc.tokenizer = inner
+    # a tokenizer whose encoding is random (BPE dropout) is asked every time
+    inner.model = models.BPE(dropout=0.5)
+    proc._configure(inner)
+    assert proc._token_cache is None
+
+
 def test_text_token_dropout_keeps_specials(tmp_path: Path) -> None:
     proc = TextProcessor(column="q", vocab_size=100)
     proc.fit(pd.DataFrame({"q": TEXTS}), FitContext(root=tmp_path))

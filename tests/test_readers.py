@@ -81,6 +81,24 @@ def test_read_image_exif_orientation_and_transparency(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "t.png")[0, 0], [255, 255, 255])  # composited on white
 
 
+def test_read_image_resized_by_pillow_equals_resizing_the_array(tmp_path: Path) -> None:
+    from polyfuse.data.processors.image import center_crop_to_aspect, resize_hwc
+
+    rgba = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 40, 4), dtype=np.uint8), "RGBA")
+    files = {"rgb.png": _gradient(40, 24), "gray.png": _gradient(40, 24).convert("L"), "rgba.png": rgba,
+             "rgb.jpg": _gradient(40, 24)}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+        for channels in (1, 3):
+            whole = read_image(tmp_path / name, channels=channels)
+            for size, crop in (((16, 16), True), ((16, 16), False), ((12, 20), True), ((24, 40), False), ((30, 50), True)):
+                expected = resize_hwc(center_crop_to_aspect(whole, size) if crop else whole, size)
+                got = read_image(tmp_path / name, channels=channels, size=size, crop=crop)
+                assert got.dtype == np.uint8 and np.array_equal(got, expected), (name, channels, size, crop)
+    np.save(tmp_path / "a.npy", np.zeros((24, 40), np.float32))  # arrays come back at their own size
+    assert read_image(tmp_path / "a.npy", size=(16, 16)).shape == (24, 40, 1)
+
+
 def test_read_image_16_bit_and_npy(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(tmp_path / "w.png")
     assert read_image(tmp_path / "w.png").max() == 255
@@ -217,6 +235,41 @@ def test_read_array_refuses_unsafe_and_bad_values(tmp_path: Path) -> None:
         read_array(tmp_path / "words.csv")
 
 
+def test_read_array_npy_fast_path_matches_np_load(tmp_path: Path) -> None:
+    from polyfuse.data.readers import _load_plain_npy
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "c": rng.random((37, 13), dtype=np.float32), "f": np.asfortranarray(rng.random((5, 7))),
+        "i16": np.arange(12, dtype=np.int16).reshape(3, 4), "big_endian": np.arange(6, dtype=">f8").reshape(2, 3),
+        "bool": np.array([True, False]), "scalar": np.array(3.5), "u8": rng.integers(0, 255, (4, 4, 3), dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        for _ in range(2):  # the second read parses no header
+            fast = _load_plain_npy(tmp_path / f"{name}.npy")
+            assert fast is not None and fast.flags.writeable, name
+            assert fast.dtype == array.dtype and fast.shape == array.shape and np.array_equal(fast, array), name
+            assert fast.flags.f_contiguous == np.load(tmp_path / f"{name}.npy").flags.f_contiguous, name
+        assert np.array_equal(read_array(tmp_path / f"{name}.npy"), array.astype(np.float32))
+    with open(tmp_path / "v2.npy", "wb") as fh:
+        np.lib.format.write_array(fh, arrays["c"], version=(2, 0))
+    assert np.array_equal(_load_plain_npy(tmp_path / "v2.npy"), arrays["c"])
+    # anything unusual is left to np.load (and its errors): truncated, trailing bytes, empty, objects, folders
+    raw = (tmp_path / "c.npy").read_bytes()
+    (tmp_path / "short.npy").write_bytes(raw[:-4])
+    (tmp_path / "long.npy").write_bytes(raw + b"xx")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    np.save(tmp_path / "objects.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    (tmp_path / "folder.npy").mkdir()
+    for name in ("short", "long", "empty", "objects", "folder"):
+        assert _load_plain_npy(tmp_path / f"{name}.npy") is None, name
+    with pytest.raises(DataError, match="truncated or corrupt|cannot decode"):
+        read_array(tmp_path / "short.npy")
+    with pytest.raises(DataError, match="pickled arrays are refused"):
+        read_array(tmp_path / "objects.npy")
+
+
 def test_truncated_npy_detected_by_read_and_probe(tmp_path: Path) -> None:
     np.save(tmp_path / "full.npy", np.ones((50, 13), dtype=np.float32))
     data = (tmp_path / "full.npy").read_bytes()
@@ -300,6 +353,37 @@ def test_resolve_path_refuses_escapes_and_outside_symlinks(tmp_path: Path) -> No
     # explicitly allowed
     assert resolve_path("../secret.txt", root, allow_outside_root=True).read_text() == "secret"
     assert resolve_path("link.txt", root, allow_outside_root=True).read_text() == "secret"
+
+
+def test_resolve_path_checks_every_component_below_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "x.png").write_bytes(b"x")
+    (tmp_path / "elsewhere" / "b").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "b" / "x.png").write_bytes(b"x")
+    os.symlink(tmp_path / "elsewhere", root / "out")  # a folder link leaving the root
+    os.symlink(root / "a", root / "in")  # a folder link inside it
+    assert resolve_path("a/b/x.png", root) == root.resolve() / "a" / "b" / "x.png"
+    assert resolve_path("./a//b/x.png", root) == root.resolve() / "a" / "b" / "x.png"
+    assert resolve_path("in/b/x.png", root) == root.resolve() / "in" / "b" / "x.png"  # the written name is kept
+    assert resolve_path("a/b", root).is_dir()  # a folder (of video frames) is a valid target
+    for text in ("out/b/x.png", str(root / "out" / "b" / "x.png")):
+        with pytest.raises(DataError, match="symlink points outside"):
+            resolve_path(text, root)
+    with pytest.raises(DataError, match="path escapes"):
+        resolve_path("a/../../elsewhere/b/x.png", root)
+    assert resolve_path("in/../a/b/x.png", root).read_bytes() == b"x"  # '..' after a link: resolved, inside
+    with pytest.raises(DataError, match="file not found"):
+        resolve_path("a/b/x.png/y", root)
+    # a root given through a symlink, and a relative root
+    os.symlink(root, tmp_path / "root_link")
+    assert resolve_path("a/b/x.png", tmp_path / "root_link") == root.resolve() / "a" / "b" / "x.png"
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert resolve_path("a/b/x.png", Path("data")) == root.resolve() / "a" / "b" / "x.png"
+    finally:
+        os.chdir(cwd)
 
 
 def test_video_total_pixel_guard(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ import io
 import math
 import os
 import re
+import stat
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Iterator
 
 import numpy as np
@@ -74,7 +75,7 @@ def read_image(
         return _convert_channels(array, channels)
     from PIL import Image, ImageOps
 
-    handle = _handle(source)
+    handle = _file_handle(source)
     try:
         with _pillow_guard(), Image.open(handle) as image:
             _check_pixels(*image.size, max_pixels)
@@ -581,7 +582,23 @@ def _head(source: Path | bytes, n: int = 8) -> bytes:
 def _is_npy(source: Path | bytes) -> bool:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source[:6]) == _NPY_MAGIC
-    return Path(source).suffix.lower() == ".npy"
+    return (source if isinstance(source, PurePath) else Path(source)).suffix.lower() == ".npy"
+
+
+def _file_handle(source: Path | bytes) -> Any:
+    """``file_checks.file_handle`` with one ``stat`` for a path (it is on every image read): the same
+    path string back, and the same DataErrors for folders, zero-byte and unreadable files."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _handle(source)
+    try:
+        info = os.stat(source)
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError("is a folder, not a file")
+    if info.st_size == 0:
+        raise DataError("empty file (0 bytes)")
+    return os.fspath(source)
 
 
 def _array_kind(source: Path | bytes) -> str:
