@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from polyfuse.config import Config, ConfigError
-from polyfuse.data.pipeline import DataPipeline
+from polyfuse.data.dataset import _track
+from polyfuse.data.pipeline import DataPipeline, _jsonable
 from polyfuse.data.processors.base import RowContext
 from polyfuse.data.report import STAGE_INPUT, DataReport, Problem
 from polyfuse.data.shards import FILE_KINDS, FORMAT, INDEX, LABELS, VERSION, row_sample
@@ -115,16 +116,6 @@ def _load_done(task: _ShardTask) -> _ShardResult | None:
     return _ShardResult(**state)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    return value
-
-
 def write_shards(
     config: Config,
     out: str | Path,
@@ -206,17 +197,14 @@ def write_shards(
         if on_shard is not None:
             on_shard(result)
 
-    with _progress(progress, len(todo)) as advance:
-        if workers == 1:
-            _init_worker(*init)
-            for task in todo:
-                written(_write_shard(task))
-                advance()
-        else:
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init) as pool:
-                for result in pool.map(_write_shard, todo):
-                    written(result)
-                    advance()
+    if workers == 1:
+        _init_worker(*init)
+        for result in _track(map(_write_shard, todo), progress, "writing shards", len(todo)):
+            written(result)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init) as pool:
+            for result in _track(pool.map(_write_shard, todo), progress, "writing shards", len(todo)):
+                written(result)
     order = {split: i for i, split in enumerate(prepared.datasets)}
     results.sort(key=lambda r: (order[r.split], r.number))
     for result in results:  # the report in split and shard order, however the shards were written
@@ -259,29 +247,6 @@ def _finish(result: _ShardResult, report: DataReport, sources: dict[str, str], p
     for row, problems in result.problems:
         items = [Problem(p["stage"], p["column"], p["reason"], p["category"], p.get("name")) for p in problems]
         report.record(items, split=result.split, row=row, file=sources.get(result.split), policy=policy)
-
-
-class _progress:
-    """A rich progress bar over shards (nothing when off)."""
-
-    def __init__(self, show: bool, total: int) -> None:
-        self.show, self.total = show and total > 1, total
-        self._progress: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.show:
-            return lambda: None
-        from rich.progress import Progress
-
-        self._progress = Progress(transient=True)
-        self._progress.start()
-        task = self._progress.add_task("writing shards", total=self.total)
-        return lambda: self._progress.advance(task)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
 
 
 __all__ = ["write_shards", "DEFAULT_ROWS_PER_SHARD"]

@@ -37,7 +37,7 @@ VERSION = 1
 INDEX = "shards.json"
 LABELS = "labels.npz"
 SCHEME = "shards://"
-FILE_KINDS = ("image", "audio", "sequence", "video")  # processors whose cells name files
+FILE_KINDS: tuple[str, ...] = ("image", "audio", "sequence", "video")  # input kinds whose cells name files
 
 
 def is_shards(location: str | None) -> bool:

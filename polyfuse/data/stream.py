@@ -46,22 +46,22 @@ def worker_pieces(n: int, batch_size: int, workers: int) -> list[tuple[int, int]
     return [(cuts[w], cuts[w + 1]) for w in range(workers)]
 
 
-def served_per_worker(batches: int, counts: list[int]) -> list[int]:
-    """How many of the first ``batches`` batches each worker produced, given each worker's batch count.
+def round_robin(counts: list[int]) -> list[int]:
+    """The worker each batch of a pass comes from, given each worker's batch count.
 
     The DataLoader asks its workers in turn (0, 1, ..., W-1, 0, ...) and passes over an exhausted one.
     """
+    order = []
+    for r in range(max(counts, default=0)):
+        order += [w for w, count in enumerate(counts) if r < count]
+    return order
+
+
+def served_per_worker(batches: int, counts: list[int]) -> list[int]:
+    """How many of the first ``batches`` batches of a pass each worker produced."""
     taken = [0] * len(counts)
-    left = batches
-    rounds = 0
-    while left > 0 and any(t < c for t, c in zip(taken, counts)):
-        for w, count in enumerate(counts):
-            if left == 0:
-                break
-            if rounds < count:
-                taken[w] += 1
-                left -= 1
-        rounds += 1
+    for worker in round_robin(counts)[:batches]:
+        taken[worker] += 1
     return taken
 
 
@@ -89,7 +89,6 @@ class ShardStream(IterableDataset):
         self.seed = int(seed)
         self.buffer = max(1, int(buffer))
         self.augment = augment
-        self.limit = limit
         self.epoch = 0
         self.rank, self.world = 0, 1
         self._resume_batches = 0
@@ -240,4 +239,4 @@ class ShardStream(IterableDataset):
         return f"ShardStream(split={self.split!r}, rows={self.total}, root={str(self.root)!r})"
 
 
-__all__ = ["ShardStream", "worker_pieces", "served_per_worker"]
+__all__ = ["ShardStream", "worker_pieces", "served_per_worker", "round_robin"]

@@ -15,9 +15,6 @@ import pandas as pd
 
 from polyfuse.errors import DataError
 
-#: Input kinds whose cells are files (path / upload); text and tabular cells are values.
-FILE_KINDS: tuple[str, ...] = ("image", "audio", "sequence", "video")
-
 PredictFn = Callable[[Mapping[str, Any]], Mapping[str, np.ndarray]]  # numpy batch -> task -> predictions
 
 

@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from polyfuse.deploy.rows import FILE_KINDS
+from polyfuse.data.shards import FILE_KINDS
 
 MB = 1024 * 1024
 

@@ -103,14 +103,6 @@ class _TaggedCollate:
         return (info.id if info is not None else 0), self.collate(examples)
 
 
-def round_robin(counts: list[int]) -> list[int]:
-    """The worker each batch of a pass comes from: workers in turn, an exhausted one passed over."""
-    order = []
-    for r in range(max(counts, default=0)):
-        order += [w for w, count in enumerate(counts) if r < count]
-    return order
-
-
 class StreamLoader(DataLoader):
     """A DataLoader over a ``ShardStream`` whose place inside an epoch goes into checkpoints.
 
@@ -131,6 +123,8 @@ class StreamLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         from collections import deque
+
+        from polyfuse.data.stream import round_robin
 
         self.epoch = int(self.epoch_of())
         self.dataset.set_epoch(self.epoch)  # type: ignore[attr-defined]
