@@ -274,3 +274,20 @@ def test_two_ddp_processes_train_on_disjoint_rows_whose_union_is_each_epoch(shar
         assert len(a) == len(b) == 32 and not set(a) & set(b)
         assert sorted(a + b) == every
     assert ranks[0]["0"] != ranks[0]["1"]  # each epoch its own order
+
+
+def test_fit_rows_and_shuffle_buffer_change_what_they_name(shards: Path, tmp_path: Path) -> None:
+    from polyfuse.data.prepare import prepare_data
+
+    config = Config.from_yaml(shards / "config.yaml")
+    whole = prepare_data(config, progress=False, scan=False).pipeline.processors["image"].state_dict()
+    sample = prepare_data(config.with_overrides(["data.fit_rows=3"]), progress=False, scan=False).pipeline.processors["image"].state_dict()
+    assert whole["mean"] != sample["mean"]  # normalisation fitted on 3 sampled rows, not all 64
+    streamed = Config.from_dict({"data": {"train": f"shards://{shards}", "shuffle_buffer": 2}})
+    train = prepare_data(streamed, progress=False).datasets["train"]
+    assert train.buffer == 2
+    orders = []
+    for buffer in (2, 64):
+        train.buffer = buffer
+        orders.append([r for b in _epoch(train, 0) for r in b])
+    assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
