@@ -77,18 +77,48 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     raise CheckpointError(f"unexpected node in checkpoint tree: {sorted(obj)}")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+    """Write to a temporary name in the same folder, then rename over ``path``: readers see the old
+    file or the new one, whole, never a part. ``durable`` (the default) also fsyncs the file before
+    the rename and the folder after it, so that the new file survives a power cut; without it a crash
+    of the machine (not of the process) may leave the old file or an empty one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        _fsync_folder(path.parent)
+
+
+def atomic_link(source: str | Path, path: str | Path) -> bool:
+    """Make ``path`` another name (a hard link) of the file ``source``, atomically and durably.
+
+    Linked to a temporary name, renamed over ``path`` (readers see the old file or ``source``'s, whole),
+    then the folder is fsynced. The two names share one file: valid as long as ``source`` is only ever
+    replaced (written to a new file and renamed over, as ``atomic_write_bytes`` does), never written in
+    place. Returns False, leaving ``path`` as it was, where the filesystem has no hard links.
+    """
+    source, path = Path(source), Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(source, tmp)
+    except OSError:  # no hard links here (some network / FUSE / FAT filesystems)
+        return False
+    os.replace(tmp, path)
+    _fsync_folder(path.parent)
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -26,7 +26,10 @@ def checkpoint_callbacks(
     ``last.ckpt`` holds a finished epoch and a resumed run starts cleanly at the next one.
     (Lightning's own ``save_last`` writes ``last.ckpt`` only when the monitored metric improves,
     and at validation end, which Lightning counts as mid-epoch.) ``every_n_train_steps`` adds
-    mid-epoch ``last.ckpt`` saves.
+    mid-epoch ``last.ckpt`` saves. The state is written once per epoch: in an epoch that improved
+    ``monitor``, ``best.ckpt`` is written first and ``last.ckpt`` becomes a hard link to it (see
+    ``LastCheckpoint``). A run killed between the two resumes from the previous ``last.ckpt`` and
+    redoes that epoch, rewriting ``best.ckpt`` the same.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -35,8 +38,8 @@ def checkpoint_callbacks(
         every_n_epochs=every_n_epochs,
         enable_version_counter=False, save_on_train_epoch_end=True,
     )
-    last = ModelCheckpoint(
-        dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, save_last=False, every_n_epochs=every_n_epochs,
+    last = LastCheckpoint(
+        best, dirpath=dirpath, filename=LAST, monitor=None, save_top_k=1, save_last=False, every_n_epochs=every_n_epochs,
         enable_version_counter=False, save_on_train_epoch_end=True,
     )
     callbacks = [best, last]
@@ -48,6 +51,62 @@ def checkpoint_callbacks(
             )
         )
     return best, callbacks
+
+
+class LastCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """``last.ckpt`` at the end of every epoch, linked to ``best.ckpt`` when ``best`` has just written it.
+
+    ``best`` runs first (callbacks keep their order) and writes ``best.ckpt`` when the monitored metric
+    improved; this callback, at the same step, would then write the same training state again. Instead
+    ``last.ckpt`` becomes a hard link to that file (``polyfuse.safe_state.atomic_link``: atomic and
+    durable), so an improving epoch costs one write, not two. The next write of either name replaces
+    it with a new file (checkpoints are always written to a temporary name and renamed), leaving the
+    other name's content as it was. The one difference from a second write: the linked state holds
+    this callback's own bookkeeping from before this save (its file name, which does not change).
+    Anywhere hard links do not exist, it writes ``last.ckpt`` as usual.
+    """
+
+    def __init__(self, best: L.pytorch.callbacks.ModelCheckpoint | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.best = best
+
+    @property
+    def state_key(self) -> str:
+        """The key a plain ModelCheckpoint with these settings has: checkpoints written before resume alike."""
+        key = super().state_key
+        name = type(self).__qualname__
+        return "ModelCheckpoint" + key[len(name):] if key.startswith(name) else key
+
+    def _linkable(self, trainer: L.Trainer) -> str | None:
+        """``best.ckpt``'s path when ``best`` wrote it at this very step (the same state), else None."""
+        best = self.best
+        if best is None or best.save_weights_only != self.save_weights_only:
+            return None
+        path = getattr(best, "_last_checkpoint_saved", None)
+        if not path or getattr(best, "_last_global_step_saved", None) != trainer.global_step:
+            return None
+        return str(path)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        source = self._linkable(trainer)
+        if source is None or not hasattr(self, "_last_global_step_saved"):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        from polyfuse.safe_state import atomic_link
+
+        linked = atomic_link(source, filepath) if trainer.is_global_zero else True
+        if not bool(trainer.strategy.broadcast(linked, src=0)):  # every rank takes the same branch
+            super()._save_checkpoint(trainer, filepath)
+            return
+        trainer.strategy.barrier("LastCheckpoint.link")
+        # what ModelCheckpoint._save_checkpoint records after a save
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            from weakref import proxy
+
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
 
 class RNGStateCallback(L.Callback):
@@ -76,13 +135,19 @@ class RNGStateCallback(L.Callback):
 
 
 class MetricHistory(L.Callback):
-    """Keeps every epoch's logged metrics and writes them to ``history.json`` (for curves)."""
+    """Keeps every epoch's logged metrics and writes them to ``history.json`` (for curves).
+
+    Rows are updated after validation and at the end of each training epoch; the file is written
+    once per epoch, at its end (after validation, which runs inside the training epoch), atomically
+    (a temporary file renamed over it: never half written) but not fsynced: the rows also travel in
+    every checkpoint (``state_dict``), from which a resumed run writes the file again.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.rows: list[dict[str, float]] = []
 
-    def _record(self, trainer: L.Trainer) -> None:
+    def _record(self, trainer: L.Trainer, write: bool) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         row: dict[str, float] = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
@@ -97,15 +162,18 @@ class MetricHistory(L.Callback):
             self.rows[-1].update(row)
         else:
             self.rows.append(row)
+        if not write:
+            return
         from polyfuse.safe_state import atomic_write_bytes
 
-        atomic_write_bytes(self.path, json.dumps(self.rows, indent=1).encode("utf-8"))  # whole even if killed mid-write
+        # whole even if killed mid-write; no fsync (see the class docstring)
+        atomic_write_bytes(self.path, json.dumps(self.rows, indent=1).encode("utf-8"), durable=False)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
+        self._record(trainer, write=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._record(trainer)
+        self._record(trainer, write=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": json.dumps(self.rows)}
