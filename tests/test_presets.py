@@ -77,7 +77,8 @@ def test_plan_excludes_id_and_constant_columns_with_a_note(avmnist, tmp_path: Pa
     notes = {c.what: c for c in plan.choices}
     assert notes["column row_id"].choice == "excluded" and notes["column source"].choice == "excluded"
     assert "data.inputs" in notes["column row_id"].why  # says how to include it
-    assert plan.config.model.encoders["audio"].name == "sequence_rocket"
+    encoders = plan.config.model.encoders  # a series column: random-convolution and summary features, two inputs
+    assert encoders["audio_rocket"].name == "sequence_rocket" and encoders["audio_summary"].name == "sequence_summary"
     assert plan.config.model.encoders["image"].name == "image_pixels"  # 28 px: too small for MobileNet
 
 
@@ -169,7 +170,7 @@ def test_best_selects_among_candidates_under_a_time_limit(avmnist, tmp_path: Pat
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     names = [c["candidate"] for c in metrics["selection"]["candidates"]]
-    assert {"audio only", "image only", "concat", "late", "gated"} <= set(names)
+    assert {"audio_rocket only", "audio_summary only", "image only", "concat", "late", "gated"} <= set(names)
     chosen = [c for c in metrics["selection"]["candidates"] if c["chosen"]][0]
     scored = [c["score"] for c in metrics["selection"]["candidates"] if c["score"] is not None]
     assert chosen["score"] == max(scored)

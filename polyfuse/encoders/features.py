@@ -224,6 +224,69 @@ class SequenceRocketEncoder(FeatureEncoder):
         return torch.cat([torch.cat(ppv, dim=1).flatten(1), *stats], dim=1)  # [B, F]
 
 
+#: The quantiles ``sequence_summary`` reports per channel.
+SUMMARY_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def masked_quantiles(values: Tensor, mask: Tensor, quantiles: tuple[float, ...]) -> Tensor:
+    """Per-channel quantiles over each row's valid frames, linearly interpolated as ``numpy.quantile``.
+
+    [B, T, C], [B, T] bool -> [B, len(quantiles) * C] (quantile-major); rows without frames give zeros.
+    """
+    b, _, c = values.shape
+    ordered = values.masked_fill(~mask[..., None], float("inf")).sort(dim=1).values  # [B,T,C], valid first
+    count = mask.sum(dim=1)  # [B]
+    last = (count - 1).clamp(min=0).to(values.dtype)  # [B]
+    out = []
+    for q in quantiles:
+        pos = q * last  # [B]
+        lo, hi = pos.floor().long(), pos.ceil().long()
+        low = ordered.gather(1, lo.view(b, 1, 1).expand(b, 1, c)).squeeze(1)  # [B,C]
+        high = ordered.gather(1, hi.view(b, 1, 1).expand(b, 1, c)).squeeze(1)
+        out.append(low + (high - low) * (pos - lo.to(values.dtype))[:, None])
+    result = torch.cat(out, dim=1)
+    return torch.where((count > 0)[:, None], result, torch.zeros_like(result))
+
+
+@ENCODERS.register("sequence_summary", modalities=("sequence",), features=True)
+class SequenceSummaryEncoder(FeatureEncoder):
+    """Per-channel summary statistics of a series, then a linear map: few features for few rows.
+
+    Per channel: mean, std, min, max, the 10/25/50/75/90% quantiles, the least-squares slope over
+    time, and the mean absolute and std of the first difference (12 numbers). The compact
+    representation a linear (or boosted) model uses on short series or a few dozen rows; fixed,
+    so cached per row like every features-first encoder.
+    """
+
+    def __init__(self, feature_dim: int, dim: int | None = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        positive("sequence_summary", feature_dim=feature_dim)
+        self.channels = int(feature_dim)
+        self._init_head(self.channels * (4 + len(SUMMARY_QUANTILES) + 3), dim, dropout)
+
+    def extractor_options(self) -> dict:
+        return {"channels": self.channels, "quantiles": SUMMARY_QUANTILES}
+
+    def present_rows(self, inputs: dict[str, Tensor]) -> Tensor:
+        return inputs["mask"].bool().any(dim=1)
+
+    def extract(self, inputs: dict[str, Tensor]) -> Tensor:
+        values, mask = inputs["values"].float(), inputs["mask"].bool()  # [B,T,C], [B,T]
+        values = values * mask[..., None]
+        mean = masked_mean(values, mask)  # [B,C]
+        count = mask.sum(dim=1).clamp(min=1).to(values.dtype)  # [B]
+        time = torch.arange(values.shape[1], device=values.device, dtype=values.dtype)[None, :, None] / count[:, None, None]
+        t_centered = (time - masked_mean(time, mask)[:, None, :]) * mask[..., None]  # [B,T,1]
+        slope = (t_centered * (values - mean[:, None, :])).sum(1) / (t_centered**2).sum(1).clamp(min=1e-6)
+        diff = values[:, 1:] - values[:, :-1]
+        dmask = mask[:, 1:] & mask[:, :-1]
+        return torch.cat([
+            mean, masked_std(values, mask), masked_min(values, mask), masked_max(values, mask),
+            masked_quantiles(values, mask, SUMMARY_QUANTILES), slope,
+            masked_mean(diff.abs(), dmask), masked_std(diff, dmask),
+        ], dim=1)  # [B, 12 * C]
+
+
 # --------------------------------------------------------------------------- images
 
 

@@ -26,6 +26,7 @@ from polyfuse.tasks import TASKS
 ENCODER_SUFFIX = {
     "text_ngrams": "ngrams", "pretrained_text_embedding": "minilm", "hf_text": "minilm",
     "image_pixels": "pixels", "pretrained_image_embedding": "pretrained", "cnn": "cnn", "lenet": "lenet",
+    "sequence_rocket": "rocket", "sequence_summary": "summary",
 }
 #: ``--metric`` names -> the metric keys polyfuse logs.
 METRIC_ALIASES = {"macro_f1": "f1", "f1": "f1", "acc": "acc", "accuracy": "acc", "auroc": "auroc",
