@@ -101,7 +101,8 @@ def test_cli_on_a_user_table(tmp_path: Path, avmnist) -> None:  # noqa: ANN001 -
     ])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert [v["key"] for v in data["variants"]] == ["audio only", "image only", "sum", "product"]
+    # the medium preset's inputs: the series column read twice (random-convolution and summary features)
+    assert [v["key"] for v in data["variants"]] == ["audio_rocket only", "audio_summary only", "image only", "sum", "product"]
     assert (out / "leaderboard.md").is_file() and (out / "leaderboard.png").is_file()
     assert "| product |" in markdown(data)
 

@@ -67,10 +67,10 @@ def selection_run(avmnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_an_ensemble_directory_predicts_the_weighted_mean_of_its_members(selection_run: Path) -> None:
     candidates = selection_run / "run" / "candidates"
-    audio, image = load_model_dir(candidates / "audio_only"), load_model_dir(candidates / "image_only")
+    audio, image = load_model_dir(candidates / "audio_rocket_only"), load_model_dir(candidates / "image_only")
     out = selection_run / "ensemble"
-    metrics = save_ensemble([("audio only", 0.7, audio), ("image only", 0.3, image)], out)
-    assert metrics["ensemble"] == [{"member": "audio only", "weight": 0.7}, {"member": "image only", "weight": 0.3}]
+    metrics = save_ensemble([("audio_rocket only", 0.7, audio), ("image only", 0.3, image)], out)
+    assert metrics["ensemble"] == [{"member": "audio_rocket only", "weight": 0.7}, {"member": "image only", "weight": 0.3}]
     assert {"valid", "test"} <= set(metrics)
     assert polyfuse.load(out).evaluate()["metrics"]["digit"]["acc"] == pytest.approx(metrics["test"]["digit"]["acc"])
 
@@ -78,10 +78,10 @@ def test_an_ensemble_directory_predicts_the_weighted_mean_of_its_members(selecti
     ensemble = polyfuse.load(out)
     got = ensemble.predict(table)
     columns = [c for c in got.columns if c.startswith("digit:p:")]
-    expected = 0.7 * polyfuse.load(candidates / "audio_only").predict(table)[columns].to_numpy() + \
+    expected = 0.7 * polyfuse.load(candidates / "audio_rocket_only").predict(table)[columns].to_numpy() + \
         0.3 * polyfuse.load(candidates / "image_only").predict(table)[columns].to_numpy()
     np.testing.assert_allclose(got[columns].to_numpy(), expected, atol=1e-5)
-    assert set(ensemble.inputs) == {"audio", "image"}
+    assert set(ensemble.inputs) == {"audio_rocket", "image"}
     # a row without one input still gets the other member's opinion, weighted as saved
     assert (got["digit"].astype(str) == pd.read_csv(table)["digit"].astype(str)).mean() > 0.5
 
@@ -93,7 +93,7 @@ def test_an_ensemble_exports_to_onnx_with_parity(selection_run: Path) -> None:
     out = selection_run / "ensemble"
     if not (out / "COMPLETE").is_file():
         candidates = selection_run / "run" / "candidates"
-        save_ensemble([("audio only", 0.5, load_model_dir(candidates / "audio_only")),
+        save_ensemble([("audio_rocket only", 0.5, load_model_dir(candidates / "audio_rocket_only")),
                        ("image only", 0.5, load_model_dir(candidates / "image_only"))], out)
     exported = export_checkpoint(out, selection_run / "onnx")
     assert exported.summary()["max_abs_diff"] < 1e-3 and exported.summary()["rows_checked"] > 0
@@ -102,14 +102,14 @@ def test_an_ensemble_exports_to_onnx_with_parity(selection_run: Path) -> None:
 def test_member_predictions_are_aligned_by_row_and_pipelines_must_agree(selection_run: Path) -> None:
     candidates = selection_run / "run" / "candidates"
     late = member_predictions(candidates / "late", "valid", "digit")
-    audio = member_predictions(candidates / "audio_only", "valid", "digit")
+    audio = member_predictions(candidates / "audio_rocket_only", "valid", "digit")
     assert np.array_equal(late.rows, audio.rows) and np.array_equal(late.labels, audio.labels)
     assert late.preds.shape == (len(late.rows), 10)
     assert metric_function("classification", "acc")(late.preds, late.labels) == pytest.approx(
         json.loads((candidates / "late" / "metrics.json").read_text())["valid"]["digit"]["acc"], abs=1e-6)
-    a, b = load_model_dir(candidates / "late"), load_model_dir(candidates / "audio_only")
-    assert set(merged_pipeline([b, a]).processors) == {"audio", "image"}
-    b.pipeline.processors["audio"].load_state_dict({**b.pipeline.processors["audio"].state_dict(), "mean": [123.0]})
+    a, b = load_model_dir(candidates / "late"), load_model_dir(candidates / "audio_rocket_only")
+    assert set(merged_pipeline([b, a]).processors) == {"audio_rocket", "audio_summary", "image"}
+    b.pipeline.processors["audio_rocket"].load_state_dict({**b.pipeline.processors["audio_rocket"].state_dict(), "mean": [123.0]})
     with pytest.raises(PolyfuseError, match="fitted differently"):
         merged_pipeline([a, b])
 
@@ -122,7 +122,7 @@ def test_the_ensemble_config_validates_its_members(selection_run: Path) -> None:
     if not (out / "COMPLETE").is_file():
         pytest.skip("needs the ensemble of the previous test")
     config = Config.from_yaml(out / "config.yaml")
-    assert [m.name for m in config.model.ensemble] == ["audio only", "image only"]
+    assert [m.name for m in config.model.ensemble] == ["audio_rocket only", "image only"]
     bad = config.to_dict()
     bad["model"]["ensemble"][1]["fusion"] = {"name": "concatt"}
     with pytest.raises(ConfigError, match=r"model\.ensemble\[1\]\.fusion\.name.*did you mean 'concat'"):

@@ -83,10 +83,12 @@ def test_cli_train_from_a_user_table_then_eval_and_predict(tmp_path, avmnist):
     res = runner.invoke(app, ["train", "--data", str(table), "--label", "label", "--out", str(out), "--no-progress",
                               "data.allow_outside_root=true", "train.epochs=1", "model.dim=16"])
     assert res.exit_code == 0, res.output
-    config = polyfuse.Config.from_yaml(out / "config.yaml")
+    # 120 rows: cross-validated candidates; the fused one holds every input (the chosen model may hold one)
+    config = polyfuse.Config.from_yaml(out / "cv" / "late" / "fold0" / "config.yaml")
     kinds = {name: inp.kind for name, inp in config.data.inputs.items()}
-    # the medium preset reads the text column twice: n-gram TF-IDF and a frozen MiniLM embedding
-    assert kinds["audio"] == "sequence" and kinds["image"] == "image"
+    # the medium preset reads the text column twice (n-gram TF-IDF and a frozen MiniLM embedding)
+    # and the series column twice (random-convolution and summary features)
+    assert kinds["audio_rocket"] == kinds["audio_summary"] == "sequence" and kinds["image"] == "image"
     assert kinds["note_ngrams"] == "text" and kinds["note_minilm"] == "text"
     res = runner.invoke(app, ["eval", str(out), "--json"])
     assert res.exit_code == 0, res.output
