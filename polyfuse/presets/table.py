@@ -290,8 +290,9 @@ def plan_table(
                               "one input: nothing to select; averaging seeds lowers the variance of a small table's model"))
     elif selection and len(inputs) > 1:
         fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
+        heads = "".join(f", the fused model with a {int(h)}-unit hidden layer in its head" for h in selection.get("heads") or [])
         choices.append(Choice("selection", f"by {'cross-validation' if cv_folds else 'validation'} among the fused model, "
-                              + ("each input alone, " if selection.get("unimodal", True) else "") + fusions,
+                              + ("each input alone, " if selection.get("unimodal", True) else "") + fusions + heads,
                               "the preset's selection" + (f" under --time-limit {time_limit:g} s" if time_limit else "")))
         if int(selection.get("ensemble") or 0) > 1:
             choices.append(Choice("ensemble", f"up to the top {int(selection['ensemble'])} candidates, weighted",

@@ -58,7 +58,7 @@ class Candidate:
 
 
 def _candidates(plan: TablePlan) -> list[Candidate]:
-    """The default model first, then (``best``) each input alone and the preset's fusions."""
+    """The default model first, then each input alone, the preset's fusions and its head variants."""
     from polyfuse.presets.variants import plan_variants
 
     default = plan.config.model.fusion.name
@@ -70,6 +70,9 @@ def _candidates(plan: TablePlan) -> list[Candidate]:
     for variant in plan_variants(inputs, fusions, unimodal=bool(plan.selection.get("unimodal", True))):
         overrides = [o for o in variant.overrides if not o.startswith("data.augment.")]
         out.append(Candidate(variant.key, overrides))
+    for hidden in plan.selection.get("heads") or []:
+        # the default fusion with a hidden layer in every task head: non-linear in the fused features
+        out.append(Candidate(f"{default} head{int(hidden)}", [f"tasks.{t}.head.hidden={int(hidden)}" for t in plan.config.tasks]))
     seeds = int(plan.selection.get("seeds") or 1)
     if len(out) == 1 and seeds > 1 and _ensemble_size(plan) > 1:
         # one input, nothing else to select: the same model from other seeds, for the ensemble to average
