@@ -167,9 +167,13 @@ def head_offers(task: TaskConfig) -> dict[str, Any]:
 
 
 def member_config(config: Config, member: EnsembleMemberConfig) -> Config:
-    """The config of one ensemble member: ``config`` with the member's inputs, encoders and fusion."""
+    """The config of one ensemble member: ``config`` with the member's inputs, encoders, fusion and heads."""
     out = config.copy()
     out.model = ModelConfig(encoders=dict(member.encoders), fusion=member.fusion, dim=member.dim)
+    for task, head in member.heads.items():
+        if task not in out.tasks:
+            raise ConfigError(f"model.ensemble: member {member.name!r} has a head for {task!r}, which is not a task")
+        out.tasks[task].head = dict(head)
     out.data.use = list(member.inputs)
     out.data.inputs = {k: v for k, v in out.data.inputs.items() if k in member.inputs}
     out.objectives = {}

@@ -137,9 +137,10 @@ class DataConfig:
 
 @dataclass
 class EnsembleMemberConfig:
-    """One model of an ensemble: its inputs (a subset of ``data.inputs``), encoders and fusion.
+    """One model of an ensemble: its inputs (a subset of ``data.inputs``), encoders, fusion and heads.
 
-    The members share the config's data pipeline and tasks; their weights live in the
+    The members share the config's data pipeline and tasks (a member's ``heads`` entry replaces a
+    task's head parameters for that member); their weights live in the
     ensemble's ``model.safetensors`` under ``members.<i>.``.
     """
 
@@ -149,6 +150,7 @@ class EnsembleMemberConfig:
     encoders: dict[str, ComponentConfig] = field(default_factory=dict)
     fusion: ComponentConfig = field(default_factory=lambda: ComponentConfig("concat"))
     dim: int = 128
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> this member's head parameters (empty: the task's)
 
 
 @dataclass

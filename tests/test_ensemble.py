@@ -99,6 +99,20 @@ def test_an_ensemble_exports_to_onnx_with_parity(selection_run: Path) -> None:
     assert exported.summary()["max_abs_diff"] < 1e-3 and exported.summary()["rows_checked"] > 0
 
 
+def test_members_with_different_heads_keep_their_own(selection_run: Path) -> None:
+    candidates = selection_run / "run" / "candidates"
+    linear, hidden = load_model_dir(candidates / "late"), load_model_dir(candidates / "late_head64")
+    assert linear.config.tasks["digit"].head.get("hidden", 0) == 0 and hidden.config.tasks["digit"].head["hidden"] == 64
+    out = selection_run / "heads"
+    save_ensemble([("late", 0.5, linear), ("late head64", 0.5, hidden)], out)
+    table = str(selection_run / "data" / "table.csv")
+    got = polyfuse.load(out).predict(table)
+    columns = [c for c in got.columns if c.startswith("digit:p:")]
+    expected = 0.5 * polyfuse.load(candidates / "late").predict(table)[columns].to_numpy() + \
+        0.5 * polyfuse.load(candidates / "late_head64").predict(table)[columns].to_numpy()
+    np.testing.assert_allclose(got[columns].to_numpy(), expected, atol=1e-5)
+
+
 def test_member_predictions_are_aligned_by_row_and_pipelines_must_agree(selection_run: Path) -> None:
     candidates = selection_run / "run" / "candidates"
     late = member_predictions(candidates / "late", "valid", "digit")

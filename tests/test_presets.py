@@ -82,6 +82,18 @@ def test_plan_excludes_id_and_constant_columns_with_a_note(avmnist, tmp_path: Pa
     assert plan.config.model.encoders["image"].name == "image_pixels"  # 28 px: too small for MobileNet
 
 
+def test_selection_adds_the_fused_model_with_a_hidden_layer_in_its_head(avmnist, tmp_path: Path) -> None:
+    from polyfuse.train.table_fit import _candidates
+
+    plan = plan_table(avmnist_table(avmnist, tmp_path, 100), ["digit"], preset="medium")
+    candidates = {c.key: c.overrides for c in _candidates(plan)}
+    assert candidates["late head64"] == ["tasks.digit.head.hidden=64"]
+    assert plan.config.tasks["digit"].head.get("hidden", 0) == 0  # the default candidate keeps the linear head
+    notes = {c.what: c.choice for c in plan.choices}
+    assert "64-unit hidden layer" in notes["selection"]
+    assert "late head64" not in {c.key for c in _candidates(plan_table(avmnist_table(avmnist, tmp_path / "f", 100), ["digit"], preset="fast"))}
+
+
 def test_tiny_table_falls_back_to_cross_validation_and_schedule_is_in_steps(avmnist, tmp_path: Path) -> None:
     plan = plan_table(avmnist_table(avmnist, tmp_path, 100), ["digit"], preset="medium")
     assert plan.cv_folds == 5

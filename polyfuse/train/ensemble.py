@@ -150,6 +150,7 @@ def ensemble_config(members: Sequence[tuple[str, float, LoadedCheckpoint]]) -> C
         EnsembleMemberConfig(
             name=key, weight=round(weight, 6), inputs=list(loaded.model.input_names),
             encoders=dict(loaded.config.model.encoders), fusion=loaded.config.model.fusion, dim=loaded.config.model.dim,
+            heads={task: dict(spec.head) for task, spec in loaded.config.tasks.items()},
         )
         for key, weight, loaded in members
     ]
