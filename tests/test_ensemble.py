@@ -57,10 +57,12 @@ def test_the_pool_leaves_out_members_far_weaker_than_the_best() -> None:
 
 @pytest.fixture(scope="module")
 def selection_run(avmnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """medium on 240 AV-MNIST rows: the fused model and each input alone, trained briefly."""
+    """medium (+ a hidden-layer head candidate) on 240 AV-MNIST rows: the fused model, each input alone, trained briefly."""
     folder = tmp_path_factory.mktemp("ensemble")
     path = avmnist_table(avmnist, folder / "data", 240, extra_id=False)
-    polyfuse.fit(str(path), label="digit", preset="medium", out=folder / "run", progress=False,
+    preset = folder / "heads.yaml"  # medium, plus the fused model with a hidden-layer head among the candidates
+    preset.write_text("base: medium\nselection: {heads: [64]}\n")
+    polyfuse.fit(str(path), label="digit", preset=str(preset), out=folder / "run", progress=False,
                  overrides=["train.max_steps=40", "train.min_steps=20", "train.threads=1"])
     return folder
 

@@ -85,13 +85,17 @@ def test_plan_excludes_id_and_constant_columns_with_a_note(avmnist, tmp_path: Pa
 def test_selection_adds_the_fused_model_with_a_hidden_layer_in_its_head(avmnist, tmp_path: Path) -> None:
     from polyfuse.train.table_fit import _candidates
 
-    plan = plan_table(avmnist_table(avmnist, tmp_path, 100), ["digit"], preset="medium")
+    preset = tmp_path / "heads.yaml"  # opt-in: a preset file on top of medium
+    preset.write_text("base: medium\nselection: {heads: [64]}\n")
+    table = avmnist_table(avmnist, tmp_path, 100)
+    assert "late head64" not in {c.key for c in _candidates(plan_table(table, ["digit"], preset="medium"))}
+    plan = plan_table(table, ["digit"], preset=str(preset))
     candidates = {c.key: c.overrides for c in _candidates(plan)}
     assert candidates["late head64"] == ["tasks.digit.head.hidden=64"]
+    assert {"late", "audio_rocket only", "image only"} <= set(candidates)  # the rest of medium's selection stays
     assert plan.config.tasks["digit"].head.get("hidden", 0) == 0  # the default candidate keeps the linear head
     notes = {c.what: c.choice for c in plan.choices}
     assert "64-unit hidden layer" in notes["selection"]
-    assert "late head64" not in {c.key for c in _candidates(plan_table(avmnist_table(avmnist, tmp_path / "f", 100), ["digit"], preset="fast"))}
 
 
 def test_tiny_table_falls_back_to_cross_validation_and_schedule_is_in_steps(avmnist, tmp_path: Path) -> None:
@@ -228,4 +232,4 @@ def test_a_preset_file_of_ones_own_and_the_selection_row_limit(clothing_rows: pd
     assert any(c.what == "selection" and "one model" in c.choice for c in plan.choices)
     assert plan.config.train.min_steps == 50
     medium = plan_table(clothing_rows, ["recommended"], preset="medium")
-    assert medium.selection == {"fusions": [], "unimodal": True, "max_rows": 5000, "ensemble": 4}
+    assert medium.selection == {"fusions": [], "unimodal": True, "heads": [], "max_rows": 5000, "ensemble": 4}
