@@ -23,7 +23,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -181,34 +181,32 @@ def freesolv(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
     return tr, te, "expt", "regression", "SMILES + chemical name text -> hydration free energy"
 
 
-def covid(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
-    """Covid3Month (aeon): 84 days of confirmed cases per country -> death rate (regression)."""
+def _aeon_split_tables(folder: Path, problem: str, column: str, label: str, to_label: Any) -> list[pd.DataFrame]:
+    """An aeon problem's own TRAIN and TEST splits as tables: a series-file column and the label."""
     out = []
     for split in ("TRAIN", "TEST"):
-        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/Covid3Month/Covid3Month_{split}.ts"))
-        out.append(pd.DataFrame({"cases": _save_series(folder, f"covid_{split.lower()}", [x.T for x in xs]),
-                                 "death_rate": [float(v) for v in ys]}))
-    return out[0], out[1], "death_rate", "regression", "1-channel series of 84 days -> death rate"
+        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/{problem}/{problem}_{split}.ts"))
+        out.append(pd.DataFrame({column: _save_series(folder, f"{problem.lower()}_{split.lower()}", [x.T for x in xs]),
+                                 label: [to_label(v) for v in ys]}))
+    return out
+
+
+def covid(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """Covid3Month (aeon): 84 days of confirmed cases per country -> death rate (regression)."""
+    train, test = _aeon_split_tables(folder, "Covid3Month", "cases", "death_rate", float)
+    return train, test, "death_rate", "regression", "1-channel series of 84 days -> death rate"
 
 
 def acsf1(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
     """ACSF1 (aeon): 1-channel appliance power series of 1460 steps -> 10 appliance types (100 + 100 rows)."""
-    out = []
-    for split in ("TRAIN", "TEST"):
-        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/ACSF1/ACSF1_{split}.ts"))
-        out.append(pd.DataFrame({"power": _save_series(folder, f"acsf1_{split.lower()}", [x.T for x in xs]),
-                                 "appliance": [f"type_{y}" for y in ys]}))
-    return out[0], out[1], "appliance", "classification", "1-channel power series of 1460 steps, 10 classes"
+    train, test = _aeon_split_tables(folder, "ACSF1", "power", "appliance", lambda y: f"type_{y}")
+    return train, test, "appliance", "classification", "1-channel power series of 1460 steps, 10 classes"
 
 
 def cardano(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
     """CardanoSentiment (aeon): 2-channel hourly price / volume series of 24 steps -> sentiment score."""
-    out = []
-    for split in ("TRAIN", "TEST"):
-        xs, ys = _read_ts(locate("aeon", f"aeon/datasets/data/CardanoSentiment/CardanoSentiment_{split}.ts"))
-        out.append(pd.DataFrame({"market": _save_series(folder, f"cardano_{split.lower()}", [x.T for x in xs]),
-                                 "sentiment": [float(v) for v in ys]}))
-    return out[0], out[1], "sentiment", "regression", "2-channel series of 24 hours -> sentiment score"
+    train, test = _aeon_split_tables(folder, "CardanoSentiment", "market", "sentiment", float)
+    return train, test, "sentiment", "regression", "2-channel series of 24 hours -> sentiment score"
 
 
 def movies(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
