@@ -11,7 +11,7 @@ import pandas as pd
 
 from polyfuse.cells import is_missing  # noqa: F401  (processors and callers import it from here)
 from polyfuse.config import AugmentConfig, ConfigError
-from polyfuse.data.report import EMPTY, STAGE_IMPUTED, Problem
+from polyfuse.data.report import EMPTY, STAGE_IMPUTED, Problem  # noqa: F401  (EMPTY: pipeline and serve import it from here)
 from polyfuse.errors import DataError
 from polyfuse.types import InputSpec
 
