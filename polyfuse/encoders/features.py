@@ -119,6 +119,20 @@ _MINIROCKET_KERNELS = torch.tensor(
 _SERIES_STATS = ("mean", "std", "min", "max", "slope", "diff_mean", "diff_std")
 
 
+def series_statistics(values: Tensor, mask: Tensor) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    """Per-channel statistics of series [B, T, C] (padding zeroed) over their valid frames [B, T].
+
+    Returns ([mean, std, min, max], the least-squares slope over time in row lengths, each [B, C]),
+    the first difference [B, T-1, C] and its mask [B, T-1]; what the series encoders summarise.
+    """
+    moments = [masked_mean(values, mask), masked_std(values, mask), masked_min(values, mask), masked_max(values, mask)]
+    count = mask.to(values.dtype).sum(dim=1).clamp(min=1.0)  # [B]
+    time = torch.arange(values.shape[1], device=values.device, dtype=values.dtype)[None, :, None] / count[:, None, None]
+    t_centered = (time - masked_mean(time, mask)[:, None, :]) * mask[..., None]  # [B,T,1]
+    slope = (t_centered * (values - moments[0][:, None, :])).sum(1) / (t_centered**2).sum(1).clamp(min=1e-6)
+    return moments, slope, values[:, 1:] - values[:, :-1], mask[:, 1:] & mask[:, :-1]
+
+
 @ENCODERS.register("sequence_rocket", modalities=("sequence",), features=True)
 class SequenceRocketEncoder(FeatureEncoder):
     """MiniRocket-style random convolution features + per-channel statistics, then a linear map.
@@ -213,14 +227,8 @@ class SequenceRocketEncoder(FeatureEncoder):
             conv = self._convolve(values, mask, d)  # [B, 84, T]
             above = (conv.unsqueeze(2) > self.bias[d][None, :, :, None]).to(values.dtype)  # [B, 84, n_bias, T]
             ppv.append((above * weights[:, None, None, :]).sum(dim=-1) / count[:, None, None])
-        stats = [masked_mean(values, mask), masked_std(values, mask), masked_min(values, mask), masked_max(values, mask)]
-        time = torch.arange(values.shape[1], device=values.device, dtype=values.dtype)[None, :, None] / count[:, None, None]
-        t_mean = masked_mean(time, mask)  # [B,1]
-        t_centered = (time - t_mean[:, None, :]) * mask[..., None]
-        slope = (t_centered * (values - stats[0][:, None, :])).sum(1) / (t_centered**2).sum(1).clamp(min=1e-6)
-        diff = values[:, 1:] - values[:, :-1]
-        dmask = mask[:, 1:] & mask[:, :-1]
-        stats += [slope, masked_mean(diff, dmask), masked_std(diff, dmask)]
+        moments, slope, diff, dmask = series_statistics(values, mask)
+        stats = [*moments, slope, masked_mean(diff, dmask), masked_std(diff, dmask)]
         return torch.cat([torch.cat(ppv, dim=1).flatten(1), *stats], dim=1)  # [B, F]
 
 
@@ -273,16 +281,9 @@ class SequenceSummaryEncoder(FeatureEncoder):
     def extract(self, inputs: dict[str, Tensor]) -> Tensor:
         values, mask = inputs["values"].float(), inputs["mask"].bool()  # [B,T,C], [B,T]
         values = values * mask[..., None]
-        mean = masked_mean(values, mask)  # [B,C]
-        count = mask.sum(dim=1).clamp(min=1).to(values.dtype)  # [B]
-        time = torch.arange(values.shape[1], device=values.device, dtype=values.dtype)[None, :, None] / count[:, None, None]
-        t_centered = (time - masked_mean(time, mask)[:, None, :]) * mask[..., None]  # [B,T,1]
-        slope = (t_centered * (values - mean[:, None, :])).sum(1) / (t_centered**2).sum(1).clamp(min=1e-6)
-        diff = values[:, 1:] - values[:, :-1]
-        dmask = mask[:, 1:] & mask[:, :-1]
+        moments, slope, diff, dmask = series_statistics(values, mask)
         return torch.cat([
-            mean, masked_std(values, mask), masked_min(values, mask), masked_max(values, mask),
-            masked_quantiles(values, mask, SUMMARY_QUANTILES), slope,
+            *moments, masked_quantiles(values, mask, SUMMARY_QUANTILES), slope,
             masked_mean(diff.abs(), dmask), masked_std(diff, dmask),
         ], dim=1)  # [B, 12 * C]
 
