@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from polyfuse.config import AugmentConfig, Config, TaskConfig
 from polyfuse.data import DataPipeline, DataReport
-from polyfuse.data.collate import Collator, to_torch
+from polyfuse.data.collate import Collator, to_shared_torch, to_torch
 from polyfuse.data.dataset import MultimodalDataset
 from polyfuse.data.prepare import prepare_data
 from polyfuse.errors import DataError
@@ -175,6 +176,45 @@ def test_dataloader_with_two_workers(manifest: Path) -> None:
         assert batch["inputs"]["image"]["pixels"].shape[1:] == (1, 8, 8)
         rows.extend(batch["row"].tolist())
     assert rows == list(range(300))
+
+
+def _flat(batch: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(batch, dict):
+        return {k: v for key, value in batch.items() for k, v in _flat(value, f"{prefix}/{key}").items()}
+    return {prefix: batch}
+
+
+def test_worker_batches_arrive_in_one_shared_buffer_with_the_same_values(manifest: Path) -> None:
+    ds = dataset(manifest).scan(progress=False)
+    collate = Collator(ds.pipeline)
+    in_process = [collate([ds[i] for i in range(s, min(s + 64, len(ds)))]) for s in range(0, len(ds), 64)]
+    from_workers = list(DataLoader(ds, batch_size=64, num_workers=2, collate_fn=collate))
+    assert len(from_workers) == len(in_process)
+    for here, there in zip(in_process, from_workers):
+        a, b = _flat(here), _flat(there)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert b[key].dtype == a[key].dtype and b[key].shape == a[key].shape, key
+            assert torch.equal(b[key], a[key]), key
+        storages = {t.untyped_storage().data_ptr() for t in b.values() if t.numel()}
+        assert len(storages) == 1  # one segment per batch, not one per tensor
+
+
+def test_shared_batch_keeps_dtypes_shapes_and_non_array_values() -> None:
+    rng = np.random.default_rng(0)
+    batch = {
+        "f": rng.normal(size=(3, 5)).astype(np.float32)[:, ::2],  # not contiguous
+        "i": np.arange(7, dtype=np.int64), "b": np.array([True, False, True]), "u": np.arange(5, dtype=np.uint8),
+        "h": np.ones((2, 3), np.float16), "empty": np.zeros((0, 4), np.float32), "scalar": np.float32(2.5),
+        "nested": [np.arange(3, dtype=np.int32), "text"],
+    }
+    shared, plain = to_shared_torch(batch), to_torch(batch)
+    for key in ("f", "i", "b", "u", "h", "empty", "scalar"):
+        assert shared[key].dtype == plain[key].dtype and torch.equal(shared[key], plain[key]), key
+        assert shared[key].is_shared() or key == "scalar"
+    assert torch.equal(shared["nested"][0], torch.arange(3, dtype=torch.int32)) and shared["nested"][1] == "text"
+    with pytest.raises(ValueError, match="byte order"):  # not packed: refused as to_torch refuses it
+        to_shared_torch({"x": np.arange(3, dtype=">i4")})
 
 
 # --------------------------------------------------------------------------- prepare_data
