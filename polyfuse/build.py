@@ -189,9 +189,24 @@ def build_ensemble(config: Config, specs: Mapping[str, InputSpec], task_dims: Ma
         missing = [n for n in member.inputs if n not in specs]
         if missing:
             raise ConfigError(f"model.ensemble[{i}].inputs: {missing[0]!r} is not an input of the data pipeline")
-        members.append(build_model(member_config(config, member), {n: specs[n] for n in member.inputs}, task_dims))
+        try:
+            members.append(build_model(member_config(config, member), {n: specs[n] for n in member.inputs}, task_dims))
+        except ConfigError as exc:  # the member's own keys: model.fusion -> model.ensemble[i].fusion
+            raise ConfigError(_member_path(str(exc), i, member)) from None
     return EnsembleModel(members, [m.weight for m in config.model.ensemble],
                          {name: task.type for name, task in config.tasks.items()}, input_order=list(specs))
+
+
+def _member_path(message: str, index: int, member: EnsembleMemberConfig) -> str:
+    """A build error of ensemble member ``index`` with the key path where the member's value is written."""
+    where = f"model.ensemble[{index}]"
+    if message.startswith("model."):
+        return where + message[len("model"):]
+    for task in member.heads:
+        prefix = f"tasks.{task}.head"
+        if message.startswith(prefix):
+            return f"{where}.heads.{task}" + message[len(prefix):]
+    return f"{where}: {message}"
 
 
 def build_model(config: Config, specs: Mapping[str, InputSpec], task_dims: Mapping[str, int]) -> nn.Module:

@@ -98,6 +98,23 @@ def test_selection_adds_the_fused_model_with_a_hidden_layer_in_its_head(avmnist,
     assert "64-unit hidden layer" in notes["selection"]
 
 
+def test_one_input_table_with_head_variants_reports_its_selection(avmnist, tmp_path: Path) -> None:
+    from polyfuse.train.table_fit import _candidates
+
+    preset = tmp_path / "heads.yaml"
+    preset.write_text("base: medium\nselection: {heads: [32], seeds: 3}\n")
+    table = avmnist_table(avmnist, tmp_path, 100, extra_id=False)
+    frame = pd.read_csv(table).drop(columns=["audio"])  # the image alone: one input
+    frame.to_csv(table, index=False)
+    plan = plan_table(table, ["digit"], preset=str(preset))
+    assert list(plan.config.data.inputs) == ["image"]
+    assert [c.key for c in _candidates(plan)] == ["late", "late head32"]  # head variants, not seeds
+    notes = {c.what: c.choice for c in plan.choices}
+    assert "32-unit hidden layer" in notes["selection"] and "seeds" not in notes["ensemble"]
+    medium = plan_table(table, ["digit"], preset="medium")  # no head variants: nothing to select
+    assert "selection" not in {c.what for c in medium.choices} and len(_candidates(medium)) == 1
+
+
 def test_tiny_table_falls_back_to_cross_validation_and_schedule_is_in_steps(avmnist, tmp_path: Path) -> None:
     plan = plan_table(avmnist_table(avmnist, tmp_path, 100), ["digit"], preset="medium")
     assert plan.cv_folds == 5

@@ -180,6 +180,12 @@ def test_components_name_their_own_parameters_and_the_builder_adds_the_key_path(
         ({"model": {"encoders": {"image": {"name": "lenet", "channels": [8]}}}}, "model.encoders.image.channels: "),
         ({"model": {"encoders": {"image": {"name": "lenet"}}}, "tasks": {"y": {"column": "y", "head": {"dropout": 2.0}}}},
          "tasks.y.head.dropout: "),
+        # an ensemble member's error names the key where the member holds that value
+        ({"model": {"ensemble": [{"name": "a", "weight": 1.0, "inputs": ["image"],
+                                  "fusion": {"name": "bottleneck", "fusion_layer": 99}}]}}, "model.ensemble[0].fusion.fusion_layer: "),
+        ({"model": {"ensemble": [{"name": "a", "weight": 0.5, "inputs": ["image"]},
+                                 {"name": "b", "weight": 0.5, "inputs": ["image"], "heads": {"y": {"dropout": 2.0}}}]}},
+         "model.ensemble[1].heads.y.dropout: "),
     ]
     for raw, prefix in cases:
         config = Config.from_dict({"tasks": {"y": {"column": "y"}}, **raw})

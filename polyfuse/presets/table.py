@@ -285,15 +285,21 @@ def plan_table(
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
         choices.append(Choice("selection", "none: one model", f"{len(frame)} rows > {selection['max_rows']}"))
         selection = None
-    elif selection and len(inputs) == 1 and int(selection.get("seeds") or 1) > 1 and int(selection.get("ensemble") or 0) > 1:
+    elif selection and len(inputs) == 1 and not selection.get("heads") and int(selection.get("seeds") or 1) > 1 \
+            and int(selection.get("ensemble") or 0) > 1:
         choices.append(Choice("ensemble", f"the model from {int(selection['seeds'])} seeds, weighted",
                               "one input: nothing to select; averaging seeds lowers the variance of a small table's model"))
-    elif selection and len(inputs) > 1:
-        fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
-        heads = "".join(f", the fused model with a {int(h)}-unit hidden layer in its head" for h in selection.get("heads") or [])
-        choices.append(Choice("selection", f"by {'cross-validation' if cv_folds else 'validation'} among the fused model, "
-                              + ("each input alone, " if selection.get("unimodal", True) else "") + fusions + heads,
-                              "the preset's selection" + (f" under --time-limit {time_limit:g} s" if time_limit else "")))
+    elif selection and (len(inputs) > 1 or selection.get("heads")):
+        how = f"by {'cross-validation' if cv_folds else 'validation'}"
+        why = "the preset's selection" + (f" under --time-limit {time_limit:g} s" if time_limit else "")
+        if len(inputs) > 1:
+            fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
+            heads = "".join(f", the fused model with a {int(h)}-unit hidden layer in its head" for h in selection.get("heads") or [])
+            among = "the fused model, " + ("each input alone, " if selection.get("unimodal", True) else "") + fusions + heads
+        else:  # one input: nothing to fuse, only the head variants to compare
+            among = "the model and " + ", ".join(f"the model with a {int(h)}-unit hidden layer in its head" for h in selection["heads"])
+            why += " (one input: only its head variants)"
+        choices.append(Choice("selection", f"{how} among {among}", why))
         if int(selection.get("ensemble") or 0) > 1:
             choices.append(Choice("ensemble", f"up to the top {int(selection['ensemble'])} candidates, weighted",
                                   "greedy ensemble selection on held-out predictions; kept only when it beats the best single candidate there"))
