@@ -48,6 +48,9 @@ def test_lazy_reading_decodes_nothing_up_front_and_reports_what_a_full_scan_repo
         assert len(dataset) == len(dataset.frame) == len(full.datasets[split])  # missing policy keeps every row
         assert _read_all(dataset, workers) == len(dataset)
         assert _read_all(dataset, workers) == len(dataset)  # read twice: still one entry per problem
+        lines = [line for path in dataset._problem_dir.glob("*.jsonl") for line in path.read_text().splitlines()]
+        rows = [json.loads(line)["row"] for line in lines]
+        assert len(rows) == len(set(rows))  # each bad row written once, not once per epoch or per worker
         dataset.collect_problems()
     assert sorted(lazy.report.entries, key=_key) == sorted(full.report.entries, key=_key)
     assert {_key(e) for e in lazy.report.entries} == bad.expected_keys()

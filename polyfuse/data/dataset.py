@@ -69,6 +69,10 @@ class MultimodalDataset(Dataset):
         # into ``report`` by ``collect_problems`` (loader workers cannot write the main process's report)
         self.lazy = lazy
         self._problem_dir: Path | None = Path(tempfile.mkdtemp(prefix="polyfuse-problems-")) if lazy else None
+        # rows whose problems are already in a file, as known by process ``_noted_pid`` (a new loader worker
+        # reads the files once): a row read again, in a later epoch or another worker, is not written again
+        self._noted: set[int] = set()
+        self._noted_pid: int | None = None
         if lazy:
             self.cache = False
 
@@ -136,9 +140,27 @@ class MultimodalDataset(Dataset):
         if self.policy == "error":
             DataReport().record(example.problems, split=self.split, row=example.row, file=self.source, policy="error")
         assert self._problem_dir is not None
+        if self._noted_pid != os.getpid():  # first problem in this process: the rows earlier processes wrote
+            self._noted = self._rows_noted()
+            self._noted_pid = os.getpid()
+        if example.row in self._noted:
+            return
         line = json.dumps({"row": example.row, "problems": [p.to_dict() for p in example.problems]})
         with open(self._problem_dir / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
+        self._noted.add(example.row)
+
+    def _rows_noted(self) -> set[int]:
+        """The rows already in this dataset's problem files (whole lines only: a file may be being appended)."""
+        assert self._problem_dir is not None
+        rows: set[int] = set()
+        for path in self._problem_dir.glob("*.jsonl"):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.add(int(json.loads(line)["row"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line another process is writing
+        return rows
 
     def task_labels(self, task: str) -> np.ndarray:
         """One task's encoded labels over the kept rows, from the cells (no file is decoded)."""
@@ -161,7 +183,7 @@ class MultimodalDataset(Dataset):
         for row in sorted(found):
             self.report.record(found[row], split=self.split, row=row, file=self.source, policy=self.policy)
         shutil.rmtree(self._problem_dir, ignore_errors=True)
-        self._problem_dir = None
+        self._problem_dir, self._noted, self._noted_pid = None, set(), None
         return len(found)
 
     def __len__(self) -> int:
