@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import polyfuse
@@ -187,6 +188,31 @@ def test_training_from_shards_then_a_mid_epoch_crash_resumes_exactly(shards: Pat
     assert len(predictions) == 5
 
 
+def test_fixed_feature_encoders_train_from_shards_with_features_computed_per_batch(shards: Path, tmp_path: Path) -> None:
+    from polyfuse.train.features import STREAM_FIT_ROWS
+
+    stream = _stream(shards)
+    stream.resume_batches(3)
+    sample = stream.sample(10)
+    assert len(sample) == 10 and len({ex.row for ex in sample}) == 10
+    assert len({ex.row // 16 for ex in _stream(shards).sample(64)}) >= 4  # spread over the 4 shards' rows
+    assert stream._resume_batches == 3  # the sample leaves the pass plan alone
+    config = Config.from_dict({"data": {"train": f"shards://{shards}"}}).with_overrides([
+        "model.encoders.image=image_pixels", "model.encoders.audio=sequence_rocket", "train.feature_cache=off",
+        "train.epochs=2", "train.threads=1", "train.progress=false", "data.batch_size=16", "model.dim=32",
+    ])
+    result = polyfuse.fit(config, out=tmp_path / "run")
+    features = result.metrics["features"]
+    assert set(features) == {"image", "audio"}
+    assert all(f["mode"] == "off" and f["fitted_on_streamed_rows"] == min(64, STREAM_FIT_ROWS) for f in features.values())
+    manifest, root = _avmnist_manifest(tmp_path, 8)
+    model = polyfuse.load(tmp_path / "run")
+    for name in ("image", "audio"):  # the scalers fitted on the streamed sample travel with the model
+        assert not torch.equal(model.model.encoders[name].feature_std, torch.ones_like(model.model.encoders[name].feature_std))
+    predictions = model.predict(manifest, root=root)
+    assert len(predictions) == 8 and predictions["problems"].fillna("").eq("").all()
+
+
 def test_shards_refuse_what_they_cannot_honour(shards: Path, tmp_path: Path) -> None:
     config = Config.from_dict({"data": {"train": f"shards://{shards}", "valid": "other.csv"}})
     with pytest.raises(ConfigError, match="data.valid: not used with data.train: shards://"):
@@ -194,7 +220,7 @@ def test_shards_refuse_what_they_cannot_honour(shards: Path, tmp_path: Path) -> 
     with pytest.raises(polyfuse.errors.DataError, match="not a shard directory"):
         polyfuse.fit(Config.from_dict({"data": {"train": f"shards://{tmp_path}"}}), out=tmp_path / "b")
     config = Config.from_dict({"data": {"train": f"shards://{shards}"}, "model": {"encoders": {"image": "image_pixels"}}})
-    with pytest.raises(ConfigError, match="model.encoders.image: a fixed-feature encoder"):
+    with pytest.raises(ConfigError, match="model.encoders.image: a fixed-feature encoder.*train.feature_cache=off"):
         polyfuse.fit(config, out=tmp_path / "c")
     result = runner.invoke(app, ["train", "--data", f"shards://{shards}", "--preset", "best", "--out", str(tmp_path / "d")])
     assert result.exit_code != 0 and "presets plan from a table" in result.output

@@ -216,13 +216,23 @@ class ShardStream(IterableDataset):
         for i, sample in enumerate(stream):
             if i < skip:
                 continue
-            row, record = sample_record(sample, self.index.file_columns)
-            ctx = RowContext(root=self.root, source=self.source, row=row, split=self.split)
-            example = self.pipeline.encode_row(record, ctx)
-            example.problems = []  # recorded in the data report while sharding
+            example = self._encode(sample)
             if self.augment is not None:
                 example = augment_example(example, self.pipeline, self.augment, seed=self.seed, epoch=self.epoch)
             yield example
+
+    def _encode(self, sample: dict[str, Any]) -> Example:
+        row, record = sample_record(sample, self.index.file_columns)
+        example = self.pipeline.encode_row(record, RowContext(root=self.root, source=self.source, row=row, split=self.split))
+        example.problems = []  # recorded in the data report while sharding
+        return example
+
+    def sample(self, n: int) -> list[Example]:
+        """About ``n`` rows of the split for fitting on, the first rows of every shard (rows spread over the
+        shards, never augmented); the epoch plan, the rank's part and a pending resume are left as they are."""
+        per_shard = math.ceil(max(0, int(n)) / max(1, len(self._urls)))
+        segments = [(url, 0, min(count, per_shard)) for url, count in zip(self._urls, self._counts)]
+        return [self._encode(sample) for sample in self._raw(segments)][: max(0, int(n))]
 
     # ------------------------------------------------------------------ what the trainer asks of a split
     def task_labels(self, task: str) -> np.ndarray:

@@ -36,6 +36,7 @@ from polyfuse.data.pipeline import DataPipeline, Example
 from polyfuse.encoders.features import FEATURES_KEY, FeatureEncoder
 
 FIT_ROWS = 256  # training rows the extractor constants are fitted on
+STREAM_FIT_ROWS = 1024  # streamed from shards (feature_cache off): rows the extractor and the scaler are fitted on
 MODES = ("disk", "memory", "off")
 
 
@@ -143,15 +144,17 @@ def precompute_features(
     report = FeatureReport()
     if not encoders or "train" not in datasets:
         return dict(datasets), report
-    streamed = [split for split, ds in datasets.items() if isinstance(ds, IterableDataset)]
-    if streamed:
-        from polyfuse.config import ConfigError
+    if isinstance(datasets["train"], IterableDataset):
+        if mode != "off":
+            from polyfuse.config import ConfigError
 
-        raise ConfigError(
-            f"model.encoders.{next(iter(encoders))}: a fixed-feature encoder ({type(next(iter(encoders.values()))).__name__}) "
-            "computes its features once per row before training, which rows streamed from shards do not allow; "
-            "choose a trainable encoder, or train from the manifest"
-        )
+            raise ConfigError(
+                f"model.encoders.{next(iter(encoders))}: a fixed-feature encoder ({type(next(iter(encoders.values()))).__name__}) "
+                f"computes its features once per row before training, which rows streamed from shards do not allow; "
+                f"set train.feature_cache=off (features computed in every batch, the extractor fitted on {STREAM_FIT_ROWS} "
+                "streamed training rows), choose a trainable encoder, or train from the manifest"
+            )
+        return dict(datasets), _fit_on_stream_sample(model, encoders, pipeline, datasets["train"], batch_size, progress)
     plain = {split: plain_examples(ds) for split, ds in datasets.items()}
     features: dict[str, dict[str, np.ndarray]] = {split: {} for split in datasets}
     was_training = model.training
@@ -196,6 +199,35 @@ def precompute_features(
         return dict(datasets), report
     wrapped = {split: FeatureDataset(ds, features[split]) for split, ds in datasets.items()}
     return wrapped, report
+
+
+def _fit_on_stream_sample(
+    model: torch.nn.Module, encoders: Mapping[str, FeatureEncoder], pipeline: DataPipeline, train: Any,
+    batch_size: int, progress: bool,
+) -> FeatureReport:
+    """Streamed training rows (``train.feature_cache: off``): each extractor and its scaler fitted on a sample of
+    ``STREAM_FIT_ROWS`` rows spread over the shards; the features are then computed in every batch."""
+    report = FeatureReport()
+    sample = train.sample(STREAM_FIT_ROWS)
+    was_training = model.training
+    model.eval()
+    for name, encoder in encoders.items():
+        started = time.perf_counter()
+        rows = [i for i, ex in enumerate(sample) if ex.inputs.get(name) is not None]
+        fit = rows[:: max(1, len(rows) // FIT_ROWS)][:FIT_ROWS]
+        if fit:
+            encoder.fit_extractor(to_torch(pipeline.collate([sample[i] for i in fit]))["inputs"][name])
+        values = _extract_rows(encoder, pipeline, name, sample, list(range(len(sample))), batch_size, progress,
+                               f"{name}: fitting on {len(sample)} streamed rows")
+        present = torch.tensor([ex.inputs.get(name) is not None for ex in sample], dtype=torch.bool)
+        encoder.fit_scaler(torch.from_numpy(values), present)
+        report.inputs[name] = {
+            "encoder": type(encoder).__name__, "feature_dim": encoder.feature_dim, "computed_rows": len(sample),
+            "cached_rows": 0, "seconds": round(time.perf_counter() - started, 2), "mode": "off",
+            "fingerprint": encoder.extractor_fingerprint()[:16], "fitted_on_streamed_rows": len(sample),
+        }
+    model.train(was_training)
+    return report
 
 
 class FeatureDataset(torch.utils.data.Dataset):
