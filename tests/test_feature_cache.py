@@ -129,3 +129,38 @@ def test_other_cache_modes_store_nothing(avmnist, tmp_path: Path, mode: str) -> 
 def test_feature_cache_off_survives_yaml_reading_off_as_false() -> None:
     config = Config.from_dict({"data": {"train": "x.csv"}}).with_overrides(["train.feature_cache=off"])
     assert config.train.feature_cache == "off"
+
+
+def test_evaluation_extracts_each_batch_once_and_forgets_afterwards() -> None:
+    from polyfuse.encoders.extraction_memo import MEMO, remembering_extractions
+
+    torch.manual_seed(0)
+    enc, twin = (SequenceRocketEncoder(feature_dim=2, dim=4, dilations=2, biases=2) for _ in range(2))
+    twin.load_state_dict(enc.state_dict())  # another model carrying the same extractor
+    enc.eval(), twin.eval()
+    batch = {"values": torch.randn(5, 60, 2), "mask": torch.ones(5, 60, dtype=torch.bool)}
+    calls = []
+    for e in (enc, twin):
+        original = e.extract
+        e.extract = lambda inputs, original=original: calls.append(1) or original(inputs)  # type: ignore[method-assign]
+    with torch.no_grad():
+        plain = enc(batch).pooled
+        assert len(calls) == 1 and not MEMO.active  # outside the block: extracted every time
+        with remembering_extractions():
+            first = enc(batch).pooled
+            again = twin({k: v.clone() for k, v in batch.items()}).pooled  # same content, same extractor: remembered
+            assert len(calls) == 2 and MEMO.hits == 1
+            torch.testing.assert_close(first, plain)
+            torch.testing.assert_close(again, twin(batch).pooled)
+            changed = {"values": batch["values"] + 1.0, "mask": batch["mask"]}
+            enc(changed)  # other content: extracted
+            assert len(calls) == 3
+            enc.bias.add_(0.5)  # the extractor changed in place: its old entries no longer match
+            enc(batch)
+            assert len(calls) == 4
+            with torch.enable_grad():
+                enc.train()
+                enc(batch)  # training never uses the memo
+                enc.eval()
+            assert len(calls) == 5
+        assert MEMO.hits == 0 and not MEMO._entries  # emptied when the block ends

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from polyfuse.errors import ConfigError
 from polyfuse.encoders._checks import choice, positive
 from polyfuse.encoders.base import Encoder
+from polyfuse.encoders.extraction_memo import MEMO
 from polyfuse.encoders.pretrained_image import IMAGENET_MEAN, IMAGENET_STD
 from polyfuse.layers.pooling import masked_max, masked_mean, masked_min, masked_std
 from polyfuse.registry import ENCODERS
@@ -104,10 +105,25 @@ class FeatureEncoder(Encoder):
         present = self.present_rows(inputs) if FEATURES_KEY not in inputs else None
         if FEATURES_KEY in inputs:
             features = inputs[FEATURES_KEY]
+        elif MEMO.active and not self.training and not torch.is_grad_enabled():  # evaluation: each batch extracted once
+            features = MEMO.get_or_extract(self._memo_fingerprint(), inputs, lambda: self.extract(inputs))
         else:
             with torch.no_grad():
                 features = self.extract(inputs)
         return self.from_features(features, present)
+
+    def _memo_fingerprint(self) -> str:
+        """``extractor_fingerprint``, recomputed only when a fixed tensor was replaced or changed in place."""
+        skip = ("feature_mean", "feature_std", "proj.", "drop.")
+        version = (repr(sorted(self.extractor_options().items())), *(
+            (name, t.data_ptr(), t._version)
+            for name, t in itertools.chain(self.named_parameters(), self.named_buffers()) if not name.startswith(skip)
+        ))
+        cached = getattr(self, "_fingerprint_cache", None)
+        if cached is None or cached[0] != version:
+            cached = (version, self.extractor_fingerprint())
+            object.__setattr__(self, "_fingerprint_cache", cached)  # not a module attribute: never saved
+        return cached[1]
 
 
 # --------------------------------------------------------------------------- sensor / time series

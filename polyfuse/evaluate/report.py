@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from polyfuse.config import Config
+from polyfuse.encoders.extraction_memo import remembering_extractions
 from polyfuse.evaluate.contribution import modality_contribution
 from polyfuse.evaluate.metrics import confusion, summarize
 from polyfuse.evaluate.plots import plot_bars, plot_confusion, plot_curves
@@ -38,8 +39,19 @@ def evaluate_model(
     *,
     contribution_split: str = "test",
 ) -> dict[str, Any]:
-    """Metrics on every split given, confusion matrices, and modality contribution on one split."""
-    out = Path(out)
+    """Metrics on every split given, confusion matrices, and modality contribution on one split.
+
+    Fixed-feature encoders extract each batch once for all of it (``remembering_extractions``): the
+    contribution passes re-run the same rows without one input at a time.
+    """
+    with remembering_extractions():
+        return _evaluate(model, config, datasets, collate, classes, Path(out), contribution_split)
+
+
+def _evaluate(
+    model: torch.nn.Module, config: Config, datasets: Mapping[str, Any], collate: Any, classes: Mapping[str, list[Any]],
+    out: Path, contribution_split: str,
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tasks = config.tasks
     types = {n: t.type for n, t in tasks.items()}

@@ -30,6 +30,7 @@ from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
 from polyfuse.presets.table import TablePlan
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
+from polyfuse.encoders.extraction_memo import remembering_extractions
 from polyfuse.train.ensemble import (
     MemberPredictions, close_to_best, greedy_weights, member_predictions, metric_function, save_ensemble,
 )
@@ -182,15 +183,16 @@ def _select(
     ensemble = None
     size = _ensemble_size(plan)
     loaded: dict[str, LoadedCheckpoint] = {}
-    if size > 1 and len(ranked) > 1:
-        loaded = {c.key: load_model_dir(c.run) for c in ranked[:size] if c.run is not None}
-        held_out = [_valid_predictions(c, config, loaded[c.key]) for c in ranked[:size]]
-        ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
-    if ensemble is not None:
-        _clear_model_files(out)
-        save_ensemble([(c.key, w, loaded[c.key]) for c, w in ensemble.members], out)
-    else:
-        _adopt(winner.run, out)
+    with remembering_extractions():  # candidates sharing a frozen backbone extract each batch once
+        if size > 1 and len(ranked) > 1:
+            loaded = {c.key: load_model_dir(c.run) for c in ranked[:size] if c.run is not None}
+            held_out = [_valid_predictions(c, config, loaded[c.key]) for c in ranked[:size]]
+            ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
+        if ensemble is not None:
+            _clear_model_files(out)
+            save_ensemble([(c.key, w, loaded[c.key]) for c, w in ensemble.members], out)
+        else:
+            _adopt(winner.run, out)
     _finish(out, plan, candidates, None if ensemble else winner, time.perf_counter() - started, ensemble=ensemble)
     return RunResult(out, json.loads((out / "metrics.json").read_text()), Config.from_yaml(out / "config.yaml"))
 
@@ -351,7 +353,8 @@ def _cross_validate(
     ensemble = None
     size = _ensemble_size(plan)
     if size > 1 and len(ranked) > 1:
-        held_out = [_out_of_fold(c, out, folds, config) for c in ranked[:size]]
+        with remembering_extractions():
+            held_out = [_out_of_fold(c, out, folds, config) for c in ranked[:size]]
         ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
     chosen = [c for c, _ in ensemble.members] if ensemble else [winner]
     refits: list[tuple[Candidate, Path, Config, int]] = []
