@@ -88,6 +88,26 @@ def test_an_ensemble_directory_predicts_the_weighted_mean_of_its_members(selecti
     assert (got["digit"].astype(str) == pd.read_csv(table)["digit"].astype(str)).mean() > 0.5
 
 
+def test_building_an_ensemble_extracts_each_batch_once_with_the_same_result(selection_run: Path, tmp_path: Path) -> None:
+    from polyfuse.encoders.extraction_memo import DEFAULT_MAX_BYTES, MEMO, remembering_extractions
+
+    candidates = selection_run / "run" / "candidates"
+    members = [("audio_rocket only", 0.6, load_model_dir(candidates / "audio_rocket_only")),
+               ("image only", 0.4, load_model_dir(candidates / "image_only"))]
+    results = {}
+    try:
+        for capacity in (0, DEFAULT_MAX_BYTES):  # 0: nothing remembered, every batch extracted again
+            MEMO.max_bytes = capacity
+            with remembering_extractions():
+                results[capacity] = save_ensemble(members, tmp_path / str(capacity))
+                hits = MEMO.hits
+            assert (hits > 0) == (capacity > 0)  # the contribution passes re-read the same batches
+    finally:
+        MEMO.max_bytes = DEFAULT_MAX_BYTES
+    for key in ("valid", "test", "contribution"):
+        assert results[0][key] == results[DEFAULT_MAX_BYTES][key]
+
+
 def test_an_ensemble_exports_to_onnx_with_parity(selection_run: Path) -> None:
     pytest.importorskip("onnxruntime")
     from polyfuse.deploy.export import export_checkpoint
