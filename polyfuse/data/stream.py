@@ -24,6 +24,7 @@ Memory holds the shard index, one buffer per worker and the batches in flight: f
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -230,9 +231,10 @@ class ShardStream(IterableDataset):
     def sample(self, n: int) -> list[Example]:
         """About ``n`` rows of the split for fitting on, the first rows of every shard (rows spread over the
         shards, never augmented); the epoch plan, the rank's part and a pending resume are left as they are."""
-        per_shard = math.ceil(max(0, int(n)) / max(1, len(self._urls)))
+        n = max(0, int(n))
+        per_shard = math.ceil(n / max(1, len(self._urls)))
         segments = [(url, 0, min(count, per_shard)) for url, count in zip(self._urls, self._counts)]
-        return [self._encode(sample) for sample in self._raw(segments)][: max(0, int(n))]
+        return [self._encode(sample) for sample in itertools.islice(self._raw(segments), n)]  # decode only the n kept
 
     # ------------------------------------------------------------------ what the trainer asks of a split
     def task_labels(self, task: str) -> np.ndarray:

@@ -125,6 +125,21 @@ def _extract_rows(
     return out
 
 
+def _fit_extractor(encoder: FeatureEncoder, pipeline: DataPipeline, name: str, examples: list[Example]) -> None:
+    """The extractor's data-dependent constants, fitted on up to ``FIT_ROWS`` of the rows holding input ``name``
+    (spread evenly over them)."""
+    rows = [i for i, ex in enumerate(examples) if ex.inputs.get(name) is not None]
+    chosen = rows[:: max(1, len(rows) // FIT_ROWS)][:FIT_ROWS]
+    if chosen:
+        encoder.fit_extractor(to_torch(pipeline.collate([examples[i] for i in chosen]))["inputs"][name])
+
+
+def _fit_scaler(encoder: FeatureEncoder, name: str, examples: list[Example], values: np.ndarray) -> None:
+    """The per-feature scaler fitted on ``values`` [N, F], the features of ``examples`` (rows without ``name`` skipped)."""
+    present = torch.tensor([ex.inputs.get(name) is not None for ex in examples], dtype=torch.bool)
+    encoder.fit_scaler(torch.from_numpy(values), present)
+
+
 def precompute_features(
     model: torch.nn.Module,
     pipeline: DataPipeline,
@@ -161,10 +176,7 @@ def precompute_features(
     model.eval()
     for name, encoder in encoders.items():
         started = time.perf_counter()
-        train_rows = [i for i, ex in enumerate(plain["train"]) if ex.inputs.get(name) is not None]
-        sample = train_rows[:: max(1, len(train_rows) // FIT_ROWS)][:FIT_ROWS]
-        if sample:
-            encoder.fit_extractor(to_torch(pipeline.collate([plain["train"][i] for i in sample]))["inputs"][name])
+        _fit_extractor(encoder, pipeline, name, plain["train"])
         fingerprint = encoder.extractor_fingerprint()
         store = FeatureStore(cache_dir or feature_cache_dir(), fingerprint) if mode == "disk" else None
         known = store.load() if store is not None else {}
@@ -187,8 +199,7 @@ def precompute_features(
             computed += len(todo)
             reused += len(examples) - len(todo)
             features[split][name] = values
-        present = torch.tensor([ex.inputs.get(name) is not None for ex in plain["train"]], dtype=torch.bool)
-        encoder.fit_scaler(torch.from_numpy(features["train"][name]), present)
+        _fit_scaler(encoder, name, plain["train"], features["train"][name])
         report.inputs[name] = {
             "encoder": type(encoder).__name__, "feature_dim": encoder.feature_dim, "computed_rows": computed,
             "cached_rows": reused, "seconds": round(time.perf_counter() - started, 2), "mode": mode,
@@ -213,14 +224,10 @@ def _fit_on_stream_sample(
     model.eval()
     for name, encoder in encoders.items():
         started = time.perf_counter()
-        rows = [i for i, ex in enumerate(sample) if ex.inputs.get(name) is not None]
-        fit = rows[:: max(1, len(rows) // FIT_ROWS)][:FIT_ROWS]
-        if fit:
-            encoder.fit_extractor(to_torch(pipeline.collate([sample[i] for i in fit]))["inputs"][name])
+        _fit_extractor(encoder, pipeline, name, sample)
         values = _extract_rows(encoder, pipeline, name, sample, list(range(len(sample))), batch_size, progress,
                                f"{name}: fitting on {len(sample)} streamed rows")
-        present = torch.tensor([ex.inputs.get(name) is not None for ex in sample], dtype=torch.bool)
-        encoder.fit_scaler(torch.from_numpy(values), present)
+        _fit_scaler(encoder, name, sample, values)
         report.inputs[name] = {
             "encoder": type(encoder).__name__, "feature_dim": encoder.feature_dim, "computed_rows": len(sample),
             "cached_rows": 0, "seconds": round(time.perf_counter() - started, 2), "mode": "off",
