@@ -14,8 +14,9 @@ to its callbacks from outside (epoch k = from epoch k's start to epoch k+1's sta
 of training: training steps, validation with metrics, logging and the per-epoch checkpoints). The
 plain side times the same span of its own loop. Epoch 1 of both is left out (first-call costs; the
 datasets' row cache is filled by ``prepare_data`` before either side starts, so every timed epoch
-reads cached rows). The two sides alternate in every repeat (the side that goes first alternates
-too), and the reported ratio is median(polyfuse s/epoch) / median(plain s/epoch) over epochs 2..N
+reads cached rows). A third side, Lightning alone (the plain loop's model and losses in a bare LightningModule and
+Trainer), measures the floor under any Lightning trainer. The sides alternate in every repeat (each
+goes first in turn), and the reported ratio is median(polyfuse s/epoch) / median(plain s/epoch) over epochs 2..N
 of all repeats. Absolute times depend on the machine; the ratio is measured within one run.
 
 Prints a markdown table and writes it with the full JSON to ``--out`` (default
@@ -160,6 +161,68 @@ def plain_run(prepared: Any, epochs: int, seed: int, threads: int | None) -> dic
     return {"epoch_seconds": seconds, "epoch_cpu_seconds": cpu, "train_seconds": sum(seconds), "valid_acc": accs}
 
 
+def lightning_run(prepared: Any, epochs: int, seed: int, threads: int | None) -> dict[str, Any]:
+    """Lightning alone: the plain loop's model, losses, loaders and optimizer in a bare LightningModule and
+    Trainer (no logging, loggers, checkpoints or callbacks but the epoch timer): the floor under polyfuse."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from polyfuse.build import build_model
+    from polyfuse.data.collate import Collator
+    from polyfuse.train.init import parameter_groups
+    from polyfuse.train.module import lr_lambda
+
+    config, pipeline = prepared.config, prepared.pipeline
+    cfg, tasks = config.train, config.tasks
+    if threads:
+        torch.set_num_threads(threads)
+    L.seed_everything(seed, workers=True, verbose=False)
+    collate = Collator(pipeline)
+    train_ds, valid_ds = prepared.datasets["train"], prepared.datasets.get("valid")
+    loader = DataLoader(
+        train_ds, batch_size=config.data.batch_size, shuffle=True, collate_fn=collate,
+        num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(seed),
+    )
+    eval_bs = config.data.eval_batch_size or config.data.batch_size
+    valid_loader = (
+        DataLoader(valid_ds, batch_size=eval_bs, shuffle=False, collate_fn=collate, num_workers=config.data.num_workers)
+        if valid_ds is not None and len(valid_ds) else None
+    )
+    total = epochs * len(loader)
+
+    class Bare(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = build_model(config, pipeline.specs(), pipeline.task_dims())
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            out = self.model(batch["inputs"], batch["present"], targets=batch["labels"])
+            return sum(t.weight * task_loss(t, out.outputs[n], batch["labels"][n]) for n, t in tasks.items())
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.model(batch["inputs"], batch["present"], targets=batch["labels"])
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg.weight_decay, cfg.lr), lr=cfg.lr)
+            schedule = lr_lambda(cfg.schedule, int(cfg.warmup * total), total)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    timer = epoch_timer()
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=cfg.accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
+        gradient_clip_val=cfg.grad_clip or None,
+    )
+    started = time.perf_counter()
+    trainer.fit(Bare(), loader, valid_loader)
+    return {
+        "epoch_seconds": timer.epoch_seconds(0), "epoch_cpu_seconds": timer.epoch_seconds(1),
+        "train_seconds": time.perf_counter() - started, "valid_acc": [None] * epochs,
+    }
+
+
 def epoch_timer() -> Any:
     """A Lightning callback noting (wall, process CPU) time at every train epoch start and at the end of training."""
     import lightning as L
@@ -257,13 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     warn_if_busy()
     seed = config.train.seed
     task = next(iter(prepared.config.tasks), None)  # the built-in dataset's tasks are filled in by prepare_data
-    runs: dict[str, list[dict[str, Any]]] = {"polyfuse": [], "plain": []}
+    runs: dict[str, list[dict[str, Any]]] = {"polyfuse": [], "plain": [], "lightning": []}
+    sides = list(runs)
     for r in range(args.repeats):
-        order = ["polyfuse", "plain"] if r % 2 == 0 else ["plain", "polyfuse"]
+        order = sides[r % 3:] + sides[:r % 3]  # each side goes first in turn
         for side in order:
             print(f"repeat {r + 1}/{args.repeats}: {side}", file=sys.stderr)
             if side == "polyfuse":
                 runs[side].append(polyfuse_run(config, args.epochs, task, args.keep_run))
+            elif side == "lightning":
+                runs[side].append(lightning_run(prepared, args.epochs, seed, args.threads))
             else:
                 runs[side].append(plain_run(prepared, args.epochs, seed, args.threads))
             print(f"  s/epoch {[round(s, 3) for s in runs[side][-1]['epoch_seconds']]}", file=sys.stderr)
@@ -282,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = {side: summary(side) for side in runs}
     ratio = stats["polyfuse"]["median_epoch_s"] / stats["plain"]["median_epoch_s"]
+    floor = stats["lightning"]["median_epoch_s"] / stats["plain"]["median_epoch_s"]
+    own = stats["polyfuse"]["median_epoch_s"] / stats["lightning"]["median_epoch_s"]
     cpu_ratio = stats["polyfuse"]["median_epoch_cpu_s"] / stats["plain"]["median_epoch_cpu_s"]
     per_repeat = [
         statistics.median(p["epoch_seconds"][1:]) / statistics.median(q["epoch_seconds"][1:])
@@ -298,9 +366,13 @@ def main(argv: list[str] | None = None) -> int:
         "| trainer | s/epoch (median) | s/epoch (min) | CPU s/epoch (median) | epoch 1 s | train s (all epochs) | final valid acc |",
         "|---|---|---|---|---|---|---|",
     ]
-    for side, label in (("polyfuse", "polyfuse.fit (Lightning)"), ("plain", "plain PyTorch loop")):
+    labels = (
+        ("polyfuse", "polyfuse.fit (Lightning)"), ("lightning", "Lightning alone (bare module and Trainer)"),
+        ("plain", "plain PyTorch loop"),
+    )
+    for side, label in labels:
         s = stats[side]
-        accs = ", ".join(fmt(a) for a in s["final_valid_acc"])
+        accs = ", ".join(fmt(a) for a in s["final_valid_acc"]) if any(a is not None for a in s["final_valid_acc"]) else "-"
         lines.append(
             f"| {label} | {s['median_epoch_s']:.3f} | {s['min_epoch_s']:.3f} | {s['median_epoch_cpu_s']:.3f} | "
             f"{s['first_epoch_s']:.3f} | "
@@ -312,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         f"**ratio polyfuse / plain (s/epoch): {ratio:.3f}** (target <= {TARGET:.2f}: {verdict}); "
         f"per repeat: {', '.join(f'{x:.3f}' for x in per_repeat)}; "
         f"process CPU time ratio: {cpu_ratio:.3f} (less sensitive to other load on a shared machine)",
+        "",
+        f"Of that, Lightning alone / plain: {floor:.3f} (the floor any Lightning trainer starts from); "
+        f"polyfuse.fit / Lightning alone: {own:.3f} (polyfuse's own logging, metrics, checkpoints and loaders).",
         "",
         f"Whole `polyfuse.fit` call (data preparation, training, test evaluation, saving): {fit_s:.2f} s median.",
         "",
@@ -331,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         "steps_per_epoch": steps,
         "ratio": ratio,
         "ratio_per_repeat": per_repeat,
+        "lightning_alone_ratio": floor,
+        "polyfuse_over_lightning_ratio": own,
         "cpu_ratio": cpu_ratio,
         "target": TARGET,
         "pass": ratio <= TARGET,

@@ -59,6 +59,41 @@ def test_learns_audio_digits_from_few_rows(tmp_path):
     assert result.metrics["test"]["digit"]["acc"] > 0.6  # chance is 0.1
 
 
+def test_evaluation_lines_print_this_evaluations_metrics(tmp_path, capsys):
+    """Without a progress bar, each evaluation's line shows that evaluation's metric, as history.json has it."""
+    polyfuse.fit("tiny-avmnist", out=tmp_path / "r", overrides=["train.epochs=3"], progress=False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch ")]
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert len(lines) == len(history) == 3
+    for line, row in zip(lines, history):
+        fields = line.split("  ")
+        assert fields[0] == f"epoch {int(row['epoch'])}" and fields[1] == f"step {int(row['step'])}"
+        printed = dict(field.split(" ") for field in fields[2:])
+        assert float(printed["valid/digit/acc"]) == pytest.approx(row["valid/digit/acc"], abs=1e-4)
+        assert float(printed["valid/loss"]) == pytest.approx(row["valid/loss"], abs=1e-4)
+        assert row["train/loss"] > 0
+
+
+def test_training_loss_is_logged_per_epoch_and_every_n_steps(tmp_path):
+    """train/loss_epoch: one value per epoch (also an epoch cut short by max_steps), as history.json has it;
+    train/loss_step: at every log_every_n_steps-th step, as Lightning's own step logging wrote it."""
+    import csv
+
+    out = tmp_path / "r"
+    # 96 training rows / batch 16 = 6 steps an epoch: max_steps 9 stops the second epoch after 3 steps
+    polyfuse.fit("tiny-avmnist", out=out, progress=False, overrides=[
+        "train.epochs=3", "train.max_steps=9", "train.log_every_n_steps=2", "train.logger=csv", "train.threads=1",
+    ])
+    history = json.loads((out / "history.json").read_text())
+    assert [row["step"] for row in history] == [6.0, 9.0]
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    epoch_means = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert epoch_means == pytest.approx([row["train/loss"] for row in history], abs=1e-6)
+    assert [int(r["step"]) for r in rows if r.get("train/loss_step")] == [1, 3, 5, 7]
+    assert not any(r.get("train/loss") for r in rows)  # the alias is for callbacks only
+
+
 def test_multi_task_weights_and_metrics(tmp_path, avmnist):
     result = polyfuse.fit(
         "tiny-avmnist", out=tmp_path / "mt",

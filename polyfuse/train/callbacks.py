@@ -137,8 +137,8 @@ class RNGStateCallback(L.Callback):
 class MetricHistory(L.Callback):
     """Keeps every epoch's logged metrics and writes them to ``history.json`` (for curves).
 
-    Rows are updated after validation and at the end of each training epoch; the file is written
-    once per epoch, at its end (after validation, which runs inside the training epoch), atomically
+    Rows are updated after validation and at the end of each training epoch (and of training); the file
+    is written once per epoch, at its end (after validation, which runs inside the training epoch), atomically
     (a temporary file renamed over it: never half written) but not fsynced: the rows also travel in
     every checkpoint (``state_dict``), from which a resumed run writes the file again.
     """
@@ -147,10 +147,11 @@ class MetricHistory(L.Callback):
         self.path = Path(path)
         self.rows: list[dict[str, float]] = []
 
-    def _record(self, trainer: L.Trainer, write: bool) -> None:
+    def _record(self, trainer: L.Trainer, write: bool, epoch: float | None = None) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        row: dict[str, float] = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        epoch = float(trainer.current_epoch) if epoch is None else epoch
+        row: dict[str, float] = {"epoch": epoch, "step": float(trainer.global_step)}
         for key, value in trainer.callback_metrics.items():
             if key.startswith("train/") and key.endswith("_step"):
                 continue
@@ -169,11 +170,19 @@ class MetricHistory(L.Callback):
         # whole even if killed mid-write; no fsync (see the class docstring)
         atomic_write_bytes(self.path, json.dumps(self.rows, indent=1).encode("utf-8"), durable=False)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # on_validation_end: after the module's on_validation_epoch_end has logged the epoch's metrics
+    # (Lightning calls callbacks' on_validation_epoch_end before the module's)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, write=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._record(trainer, write=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the last epoch's row again: an epoch cut short (max_steps) logs its training means in the
+        # module's on_train_epoch_end, which Lightning calls after this callback's
+        if self.rows:
+            self._record(trainer, write=True, epoch=self.rows[-1]["epoch"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": json.dumps(self.rows)}
@@ -189,7 +198,9 @@ class EvaluationLines(L.Callback):
         self.monitor = monitor
         self.stream = stream
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # not on_validation_epoch_end: Lightning calls it on callbacks before the module's, which logs
+        # the epoch's metrics, so the line would show the previous evaluation's
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         import sys
