@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from polyfuse._version import __version__
@@ -32,6 +33,8 @@ from polyfuse.types import InputSpec
 MARKER = "COMPLETE"
 HASHED_FILES = ("config.yaml", "model.json", "model.safetensors")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+#: safetensors metadata key: JSON {key: key it is stored under} for tensors stored once (see ``save_weights``)
+ALIASES_KEY = "polyfuse_aliases"
 
 
 def hashed_files(directory: Path) -> list[str]:
@@ -43,12 +46,15 @@ def hashed_files(directory: Path) -> list[str]:
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; CheckpointError (never an unpickling attempt) for anything else."""
+    """Tensors of a safetensors file, identical tensors stored once given back under each of their keys
+    (sharing memory); CheckpointError (never an unpickling attempt) for anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for damaged or foreign files
         # a safetensors file starts with its header length, whose first byte may be 0x80 or "PK":
         # the pickle/zip signatures are only looked at once the file is known not to be safetensors
@@ -60,6 +66,15 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
                 "(a pickle can run code)"
             ) from None
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    try:
+        aliases = json.loads(metadata.get(ALIASES_KEY, "{}"))
+    except ValueError:
+        raise CheckpointError(f"{path}: its {ALIASES_KEY} metadata is not JSON") from None
+    for alias, canonical in aliases.items():
+        if canonical not in state:
+            raise CheckpointError(f"{path}: {alias} is stored as {canonical}, which the file does not hold")
+        state[alias] = state[canonical]
+    return state
 
 
 def _sha256(path: Path) -> str:
@@ -81,9 +96,38 @@ class LoadedCheckpoint:
     metrics: dict[str, Any]
 
 
+def _identical_groups(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{alias: canonical} for tensors whose dtype, shape and bytes equal an earlier key's (its first key).
+
+    An ensemble's members that carry the same frozen backbone hold one copy each; so do the copies of
+    a pretrained encoder used for two inputs. Only tensors of one dtype and shape are compared: first
+    by a digest of their bytes, then exactly.
+    """
+    by_layout: dict[tuple[Any, ...], list[str]] = {}
+    for key, tensor in state.items():
+        if tensor.numel() >= 2 and tensor.layout == torch.strided and not tensor.is_quantized:  # one number: no alias
+            by_layout.setdefault((tensor.dtype, tuple(tensor.shape)), []).append(key)
+    aliases: dict[str, str] = {}
+    for keys in by_layout.values():
+        if len(keys) < 2:
+            continue
+        first_of: dict[str, str] = {}  # digest -> first key with it
+        for key in keys:
+            raw = state[key].reshape(-1).view(torch.uint8).numpy()
+            digest = hashlib.blake2b(memoryview(raw), digest_size=16).hexdigest()
+            canonical = first_of.setdefault(digest, key)
+            if canonical != key and torch.equal(state[canonical], state[key]):
+                aliases[key] = canonical
+    return aliases
+
+
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """State dict to safetensors, atomically (shared tensors are copied)."""
+    """State dict to safetensors, atomically; identical tensors (same dtype, shape and values) are
+    stored once, the other keys listed in the ``polyfuse_aliases`` metadata (``read_weights`` gives
+    every key back). Tensors that share memory but differ in view are copied."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    aliases = _identical_groups(state)
+    state = {k: v for k, v in state.items() if k not in aliases}
     seen: set[int] = set()
     for key, tensor in state.items():
         ptr = tensor.untyped_storage().data_ptr()
@@ -91,7 +135,10 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
             state[key] = tensor.clone()
         seen.add(ptr)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={"format": "pt", "polyfuse": __version__})
+    metadata = {"format": "pt", "polyfuse": __version__}
+    if aliases:
+        metadata[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
+    save_file(state, str(tmp), metadata=metadata)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
