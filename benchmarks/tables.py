@@ -247,10 +247,27 @@ BUILDERS: dict[str, Callable[[Path], tuple[pd.DataFrame, pd.DataFrame, str, str,
 EXTRA_BUILDERS = {"clothing": clothing}
 
 
-def build(name: str, root: Path) -> Table:
-    folder = Path(root) / name
+def resplit(train: pd.DataFrame, test: pd.DataFrame, label: str | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and test pooled and split again with the same test share, seeded (stratified by ``label``)."""
+    from sklearn.model_selection import train_test_split
+
+    pooled = pd.concat([train, test], ignore_index=True)
+    strat = pooled[label] if label is not None else None
+    tr, te = train_test_split(pooled, test_size=len(test), random_state=seed, stratify=strat)
+    return tr.reset_index(drop=True), te.reset_index(drop=True)
+
+
+def build(name: str, root: Path, split_seed: int = 0) -> Table:
+    """The table ``name`` under ``root``. ``split_seed`` 0 keeps its fixed split (the source's own, or
+    the seeded 80/20); any other pools train and test and splits them again (``resplit``), named
+    ``<name>-split<seed>``: repeated splits of one table, for comparisons that one test set of a few
+    hundred rows cannot settle."""
+    label_name = name if split_seed == 0 else f"{name}-split{split_seed}"
+    folder = Path(root) / label_name
     folder.mkdir(parents=True, exist_ok=True)
     train, test, label, task, what = {**BUILDERS, **EXTRA_BUILDERS}[name](folder)
+    if split_seed:
+        train, test = resplit(train, test, label if task == "classification" else None, split_seed)
     train.to_csv(folder / "train.csv", index=False)
     test.to_csv(folder / "test.csv", index=False)
-    return Table(name, label, task, what, folder / "train.csv", folder / "test.csv", len(train) + len(test))
+    return Table(label_name, label, task, what, folder / "train.csv", folder / "test.csv", len(train) + len(test))
