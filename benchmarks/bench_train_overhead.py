@@ -83,14 +83,34 @@ def task_loss(task: Any, pred: Any, target: Any) -> Any:
     raise SystemExit(f"the plain loop supports classification / regression / multilabel tasks, not {task.type!r}")
 
 
+def plain_loaders(prepared: Any, seed: int) -> tuple[Any, Any, Any]:
+    """(train dataset, shuffled train loader, valid loader or None): plain DataLoaders over the prepared rows."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from polyfuse.data.collate import Collator
+
+    config = prepared.config
+    collate = Collator(prepared.pipeline)
+    train_ds, valid_ds = prepared.datasets["train"], prepared.datasets.get("valid")
+    loader = DataLoader(
+        train_ds, batch_size=config.data.batch_size, shuffle=True, collate_fn=collate,
+        num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(seed),
+    )
+    eval_bs = config.data.eval_batch_size or config.data.batch_size
+    valid_loader = (
+        DataLoader(valid_ds, batch_size=eval_bs, shuffle=False, collate_fn=collate, num_workers=config.data.num_workers)
+        if valid_ds is not None and len(valid_ds) else None
+    )
+    return train_ds, loader, valid_loader
+
+
 def plain_run(prepared: Any, epochs: int, seed: int, threads: int | None) -> dict[str, Any]:
     """A minimal PyTorch loop on the prepared data; per-epoch seconds (train epoch + valid pass) and valid accuracy."""
     import lightning as L
     import torch
-    from torch.utils.data import DataLoader
 
     from polyfuse.build import build_model
-    from polyfuse.data.collate import Collator
     from polyfuse.train.init import parameter_groups
     from polyfuse.train.module import lr_lambda
 
@@ -105,18 +125,7 @@ def plain_run(prepared: Any, epochs: int, seed: int, threads: int | None) -> dic
     L.seed_everything(seed, workers=True, verbose=False)
     device = plain_device(config)
     model = build_model(config, pipeline.specs(), pipeline.task_dims()).to(device)
-    collate = Collator(pipeline)
-    train_ds = prepared.datasets["train"]
-    valid_ds = prepared.datasets.get("valid")
-    loader = DataLoader(
-        train_ds, batch_size=config.data.batch_size, shuffle=True, collate_fn=collate,
-        num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(seed),
-    )
-    eval_bs = config.data.eval_batch_size or config.data.batch_size
-    valid_loader = (
-        DataLoader(valid_ds, batch_size=eval_bs, shuffle=False, collate_fn=collate, num_workers=config.data.num_workers)
-        if valid_ds is not None and len(valid_ds) else None
-    )
+    train_ds, loader, valid_loader = plain_loaders(prepared, seed)
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay, cfg.lr), lr=cfg.lr)
     total = epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.schedule, int(cfg.warmup * total), total))
@@ -166,10 +175,8 @@ def lightning_run(prepared: Any, epochs: int, seed: int, threads: int | None) ->
     Trainer (no logging, loggers, checkpoints or callbacks but the epoch timer): the floor under polyfuse."""
     import lightning as L
     import torch
-    from torch.utils.data import DataLoader
 
     from polyfuse.build import build_model
-    from polyfuse.data.collate import Collator
     from polyfuse.train.init import parameter_groups
     from polyfuse.train.module import lr_lambda
 
@@ -178,17 +185,7 @@ def lightning_run(prepared: Any, epochs: int, seed: int, threads: int | None) ->
     if threads:
         torch.set_num_threads(threads)
     L.seed_everything(seed, workers=True, verbose=False)
-    collate = Collator(pipeline)
-    train_ds, valid_ds = prepared.datasets["train"], prepared.datasets.get("valid")
-    loader = DataLoader(
-        train_ds, batch_size=config.data.batch_size, shuffle=True, collate_fn=collate,
-        num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(seed),
-    )
-    eval_bs = config.data.eval_batch_size or config.data.batch_size
-    valid_loader = (
-        DataLoader(valid_ds, batch_size=eval_bs, shuffle=False, collate_fn=collate, num_workers=config.data.num_workers)
-        if valid_ds is not None and len(valid_ds) else None
-    )
+    _, loader, valid_loader = plain_loaders(prepared, seed)
     total = epochs * len(loader)
 
     class Bare(L.LightningModule):
