@@ -139,6 +139,11 @@ def run_baselines(table: Table) -> list[dict[str, Any]]:
         if table.task == "classification":
             models.append((f"logistic regression ({name})", LogisticRegression(C=1.0, max_iter=3000), data))
             models.append((f"logistic regression C=10 ({name})", LogisticRegression(C=10.0, max_iter=3000), data))
+            # the class-weighted loss polyfuse uses on imbalanced labels, in the baseline too
+            models.append((f"logistic regression balanced ({name})",
+                           LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced"), data))
+            models.append((f"logistic regression balanced C=10 ({name})",
+                           LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced"), data))
         else:
             models.append((f"ridge ({name})", Ridge(alpha=1.0), data))
             models.append((f"ridge alpha=10 ({name})", Ridge(alpha=10.0), data))
