@@ -1,0 +1,42 @@
+"""benchmarks/: a table's repeated splits keep its rows and test size, and the summary reports each preset's difference."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from bench_tables import split_summary  # noqa: E402
+from tables import resplit  # noqa: E402
+
+
+def test_a_resplit_keeps_every_row_once_the_test_size_and_the_class_shares() -> None:
+    frame = pd.DataFrame({"id": range(100), "y": ["a"] * 70 + ["b"] * 30})
+    train, test = frame.iloc[:80], frame.iloc[80:]  # a source split: every "b" row is at the end
+    a_train, a_test = resplit(train, test, "y", seed=1)
+    b_train, b_test = resplit(train, test, "y", seed=2)
+    for tr, te in ((a_train, a_test), (b_train, b_test)):
+        assert len(te) == 20 and sorted([*tr["id"], *te["id"]]) == list(range(100))
+        assert (te["y"] == "b").sum() == 6  # stratified: 30% of 20
+    assert set(a_test["id"]) != set(b_test["id"])
+    again, _ = resplit(train, test, "y", seed=1)
+    assert list(again["id"]) == list(a_train["id"])  # seeded
+
+
+def test_the_summary_gives_each_presets_difference_over_the_splits() -> None:
+    def entry(seed: int, base: float, medium: float) -> dict:
+        return {"table": "t" if seed == 0 else f"t-split{seed}", "source": "t", "split_seed": seed, "task": "classification",
+                "baseline": {"acc": base}, "polyfuse": {"medium": {"acc": medium}}}
+
+    lines = split_summary([entry(0, 0.70, 0.72), entry(1, 0.70, 0.66), entry(2, 0.80, 0.80)])
+    row = next(line for line in lines if line.startswith("| t |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["t", "acc", "medium", "0, 1, 2"]
+    mean, sd = cells[4].split(" ± ")
+    assert float(mean) == pytest.approx(-0.02 / 3, abs=1e-4) and float(sd) == pytest.approx(0.0306, abs=1e-4)
+    assert cells[5] == "+0.0200, -0.0400, +0.0000" and cells[6] == "2 of 3"
+    assert split_summary([entry(0, 0.7, 0.7)]) == []  # one split: nothing to summarise
