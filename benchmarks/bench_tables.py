@@ -329,14 +329,14 @@ def main() -> None:
     presets = [] if args.baselines_only else [p.strip() for p in args.presets.split(",") if p.strip()]
     seeds = [int(x) for x in args.split_seeds.split(",") if x.strip()]
     results = []
-    for name, seed in [(n, sd) for n in names for sd in seeds]:
-        table = build(name, args.root / "data", split_seed=seed)
+    for source, seed in [(n, sd) for n in names for sd in seeds]:
+        table = build(source, args.root / "data", split_seed=seed)
         name = table.name
         baselines = run_baselines(table)
         metric, higher = main_metric(table.task, args.metric)
         best = sorted(baselines, key=lambda b: -b[metric] if higher else b[metric])[0]
         print(f"{name}: best baseline {best['model']} {metric} {best[metric]:.4f}", file=sys.stderr)
-        entry = {"table": name, "source": name.split("-split")[0], "split_seed": seed, "rows": table.rows, "task": table.task, "metric": metric, "what": table.what, "baseline": best,
+        entry = {"table": name, "source": source, "split_seed": seed, "rows": table.rows, "task": table.task, "metric": metric, "what": table.what, "baseline": best,
                  "baselines": baselines, "polyfuse": {}}
         for preset in presets:
             limit = args.best_time_limit if preset == "best" else None

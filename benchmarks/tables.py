@@ -81,11 +81,12 @@ def _read_ts(path: Path) -> tuple[list[np.ndarray], list[str]]:
     return xs, ys
 
 
-def _split(frame: pd.DataFrame, label: str | None, test: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split(frame: pd.DataFrame, label: str | None, test: float | int = 0.2, seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded train/test split (``test``: a share or a row count), stratified by ``label`` when given."""
     from sklearn.model_selection import train_test_split
 
     strat = frame[label] if label is not None else None
-    tr, te = train_test_split(frame, test_size=test, random_state=SEED, stratify=strat)
+    tr, te = train_test_split(frame, test_size=test, random_state=seed, stratify=strat)
     return tr.reset_index(drop=True), te.reset_index(drop=True)
 
 
@@ -248,13 +249,8 @@ EXTRA_BUILDERS = {"clothing": clothing}
 
 
 def resplit(train: pd.DataFrame, test: pd.DataFrame, label: str | None, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train and test pooled and split again with the same test share, seeded (stratified by ``label``)."""
-    from sklearn.model_selection import train_test_split
-
-    pooled = pd.concat([train, test], ignore_index=True)
-    strat = pooled[label] if label is not None else None
-    tr, te = train_test_split(pooled, test_size=len(test), random_state=seed, stratify=strat)
-    return tr.reset_index(drop=True), te.reset_index(drop=True)
+    """Train and test pooled and split again with the same test size, seeded (stratified by ``label``)."""
+    return _split(pd.concat([train, test], ignore_index=True), label, test=len(test), seed=seed)
 
 
 def build(name: str, root: Path, split_seed: int = 0) -> Table:
@@ -262,12 +258,12 @@ def build(name: str, root: Path, split_seed: int = 0) -> Table:
     the seeded 80/20); any other pools train and test and splits them again (``resplit``), named
     ``<name>-split<seed>``: repeated splits of one table, for comparisons that one test set of a few
     hundred rows cannot settle."""
-    label_name = name if split_seed == 0 else f"{name}-split{split_seed}"
-    folder = Path(root) / label_name
+    table_name = name if split_seed == 0 else f"{name}-split{split_seed}"
+    folder = Path(root) / table_name
     folder.mkdir(parents=True, exist_ok=True)
     train, test, label, task, what = {**BUILDERS, **EXTRA_BUILDERS}[name](folder)
     if split_seed:
         train, test = resplit(train, test, label if task == "classification" else None, split_seed)
     train.to_csv(folder / "train.csv", index=False)
     test.to_csv(folder / "test.csv", index=False)
-    return Table(label_name, label, task, what, folder / "train.csv", folder / "test.csv", len(train) + len(test))
+    return Table(table_name, label, task, what, folder / "train.csv", folder / "test.csv", len(train) + len(test))

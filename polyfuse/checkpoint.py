@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from polyfuse._version import __version__
 from polyfuse.config import Config
@@ -52,9 +52,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="pt") as fh:  # one open: the metadata and the tensors
             metadata = fh.metadata() or {}
-        state = load_file(str(path))
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
     except Exception as exc:  # safetensors raises several types for damaged or foreign files
         # a safetensors file starts with its header length, whose first byte may be 0x80 or "PK":
         # the pickle/zip signatures are only looked at once the file is known not to be safetensors
