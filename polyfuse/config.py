@@ -216,6 +216,10 @@ class TrainConfig:
     # fixed features (features-first encoders, frozen pretrained embeddings) computed once per row:
     # disk = cached under $POLYFUSE_CACHE/features, memory = once per run, off = every batch
     feature_cache: Literal["disk", "memory", "off"] = "disk"
+    # gradient = optimizer steps (Lightning); convex = a model linear in fixed features (n-gram TF-IDF,
+    # cached features; `linear` fusion, heads without hidden layer) fitted to the optimum by
+    # scikit-learn's logistic / ridge regression, its L2 strength chosen on validation
+    solver: Literal["gradient", "convex"] = "gradient"
     # fine-tuning: encoders frozen for the first N epochs, then trained; encoder lr decayed per depth
     freeze_epochs: int = 0
     layerwise_lr_decay: float | None = None  # e.g. 0.8: a block's lr = lr * decay ** (blocks above it)

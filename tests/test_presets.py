@@ -249,4 +249,4 @@ def test_a_preset_file_of_ones_own_and_the_selection_row_limit(clothing_rows: pd
     assert any(c.what == "selection" and "one model" in c.choice for c in plan.choices)
     assert plan.config.train.min_steps == 50
     medium = plan_table(clothing_rows, ["recommended"], preset="medium")
-    assert medium.selection == {"fusions": [], "unimodal": True, "heads": [], "max_rows": 5000, "ensemble": 4}
+    assert medium.selection == {"fusions": [], "unimodal": True, "linear": True, "heads": [], "max_rows": 5000, "ensemble": 4}

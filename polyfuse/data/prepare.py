@@ -113,6 +113,14 @@ def _read_tables(config: Config, files: dict[str, str | None], needed: Sequence[
     return {s: t for s, t in tables.items() if s in needed or s == "train"}
 
 
+def split_rows(config: Config) -> dict[str, pd.DataFrame]:
+    """The rows of each split of a manifest-based config, cut exactly as ``prepare_data`` cuts them."""
+    if not config.data.train:
+        raise ConfigError("split_rows: data.train (a manifest file) is needed")
+    files = {"train": config.data.train, "valid": config.data.valid, "test": config.data.test}
+    return {split: table.frame for split, table in _read_tables(config, files, SPLITS).items()}
+
+
 def _stratify_column(config: Config, train: pd.DataFrame) -> str | None:
     stratify = config.data.split.stratify
     if stratify == "auto":

@@ -227,6 +227,12 @@ def _choice_lines(config: Config, summary: Mapping[str, Any]) -> list[str]:
         for name, f in summary["features"].items():
             lines.append(f"| {name} | {f['encoder']} | {f['feature_dim']} | {f['computed_rows']} | {f['cached_rows']} | {f['seconds']} |")
         lines.append("")
+    convex = summary.get("convex")
+    if convex:
+        grid = "; ".join(f"{k}: {v:.4f}" for k, v in convex["scores"].items())
+        lines += [f"Convex fit (`train.solver: convex`): scikit-learn {convex['estimator']} on {convex['rows']} training rows x "
+                  f"{convex['features']} features, {convex['chosen']} chosen by {convex['metric']} on "
+                  f"{convex['scored_on']} ({grid}).", ""]
     for task, t in (summary.get("thresholds") or {}).items():
         lines += [f"Decision threshold of `{task}`: {t['threshold']} (validation {t['metric']} {t['valid_at_threshold']:.4f}, "
                   f"{t['valid_at_0.5']:.4f} at 0.5), folded into the head's bias.", ""]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.fusion._common import ModalityProjection, check_positive, presence_matrix
+from polyfuse.fusion._common import ModalityProjection, check_positive, presence_matrix, zero_absent
 from polyfuse.fusion.base import Fusion
 from polyfuse.registry import FUSIONS
 from polyfuse.types import EncoderOutput, FusionOutput
@@ -46,6 +46,27 @@ class ConcatFusion(Fusion):
         p = presence_matrix(present, self.modalities)
         joined = self.concat([features[m].pooled for m in self.modalities], p)
         return FusionOutput(pooled=self.proj(joined), modalities=self.modalities)
+
+
+@FUSIONS.register("linear", level="feature")
+class LinearFusion(Fusion):
+    """The pooled features as they are (absent -> 0), concatenated, then one Linear to ``dim``.
+
+    No normalization and no activation: with a head without hidden layer the model is linear in
+    the encoders' outputs, which is what ``train.solver: convex`` fits exactly (logistic / ridge
+    regression on fixed features).
+    """
+
+    def __init__(self, input_dims: dict[str, int], dim: int = 128) -> None:
+        super().__init__(input_dims)
+        check_positive("dim", dim)
+        self.proj = nn.Linear(sum(input_dims.values()), dim)
+        self.output_dim = dim
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:
+        p = presence_matrix(present, self.modalities)  # [B,M]
+        parts = [zero_absent(features[m].pooled, p[:, i]) for i, m in enumerate(self.modalities)]  # [B, D_i]
+        return FusionOutput(pooled=self.proj(torch.cat(parts, dim=-1)), modalities=self.modalities)
 
 
 class _ProjectedPooled(Fusion):
@@ -94,4 +115,4 @@ class ProductFusion(_ProjectedPooled):
         return FusionOutput(pooled=self.norm(prod), modalities=self.modalities)
 
 
-__all__ = ["ConcatFusion", "MissingAwareConcat", "ProductFusion", "SumFusion"]
+__all__ = ["ConcatFusion", "LinearFusion", "MissingAwareConcat", "ProductFusion", "SumFusion"]

@@ -7,11 +7,12 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -257,7 +258,12 @@ def run_training(
         use_distributed_sampler=True,
     )
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_dir / LAST) if resume else None)
+    convex = None
+    if cfg_train.solver == "convex":  # a linear model fitted to the optimum; no optimizer steps
+        convex = _fit_convex(model, config, datasets, collate, task_dims, weights, monitor, mode)
+        print(convex.line(), file=sys.stderr, flush=True)
+    else:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_dir / LAST) if resume else None)
     train_seconds = time.perf_counter() - started
     sharded = is_sharded(trainer)
     # FSDP: a collective call on every rank; the full state (on CPU) arrives on rank 0
@@ -290,6 +296,8 @@ def run_training(
     }
     if feature_report.inputs:
         summary["features"] = feature_report.to_dict()
+    if convex is not None:
+        summary["convex"] = convex.to_dict()
     if thresholds:
         summary["thresholds"] = thresholds
     if weights:
@@ -322,6 +330,25 @@ def run_training(
     final = {**evaluation["splits"], **{k: metrics[k] for k in ("retrieval", "matching", "best_score") if metrics.get(k) is not None}}
     finish_tracking(loggers, out, final, step=int(trainer.global_step))
     return RunResult(out, metrics, config)
+
+
+def _fit_convex(
+    model: torch.nn.Module, config: Config, datasets: Mapping[str, Any], collate: Any, task_dims: Mapping[str, int],
+    weights: Mapping[str, list[float]], monitor: str, mode: str,
+) -> Any:
+    """``train.solver: convex``: the linear model fitted by scikit-learn on the training rows (``polyfuse.train.convex``)."""
+    from polyfuse.evaluate.report import loader_factory
+    from polyfuse.train.convex import fit_convex
+    from polyfuse.train.ensemble import metric_function
+
+    task_type = next(iter(config.tasks.values())).type if config.tasks else ""
+    if not monitor.startswith("valid/"):  # no validation rows: cross-validation scores the task's main metric
+        monitor, mode = default_monitor(config.tasks)
+
+    def score(metric: str, preds: Any, labels: Any) -> float:
+        return metric_function(task_type, metric)(preds, labels)
+
+    return fit_convex(model.eval(), config, loader_factory(datasets["train"], collate, 256)(), task_dims, weights, monitor, mode, score)
 
 
 def write_json(path: Path, data: Any) -> None:

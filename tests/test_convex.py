@@ -1,0 +1,137 @@
+"""``train.solver: convex``: a linear model on n-gram TF-IDF fitted by scikit-learn, saved as a polyfuse model.
+
+Real rows: 240 clothing reviews (text + tabular, binary and imbalanced).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+import polyfuse
+from polyfuse.config import ConfigError
+from polyfuse.data.prepare import prepare_data
+from polyfuse.train.convex import C_GRID
+from polyfuse.presets.table import plan_table
+from polyfuse.train.table_fit import _candidates
+
+LINEAR = ["data.use=[review_text]", "model.fusion={name: linear}", "train.solver=convex", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def clothing_rows() -> pd.DataFrame:
+    import polyfuse.data  # noqa: F401
+    from polyfuse.registry import DATASETS
+
+    frame = pd.read_parquet(DATASETS.get("clothing-reviews").factory().train).head(240)
+    return frame[["title", "review_text", "age", "department_name", "recommended"]]
+
+
+@pytest.fixture(scope="module")
+def convex_run(clothing_rows: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("convex") / "run"
+    polyfuse.fit(clothing_rows, label="recommended", preset="fast", out=out, progress=False,
+                 overrides=[*LINEAR, "tasks.recommended.threshold=none"])
+    return out
+
+
+def test_the_saved_model_is_the_scikit_learn_logistic_regression(convex_run: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    metrics = json.loads((convex_run / "metrics.json").read_text())
+    fit = metrics["convex"]
+    assert metrics["steps_run"] == 0 and fit["estimator"] == "LogisticRegression" and fit["C"] in C_GRID
+    # every strength scored by cross-validation, with and without the class weights
+    assert set(fit["scores"]) == {f"C={c:g}{w}" for c in C_GRID for w in ("", ", class-weighted")}
+    loaded = polyfuse.load(convex_run)
+    prepared = prepare_data(loaded.config, pipeline=loaded.pipeline, progress=False)
+    vectorizer = loaded.pipeline.processors["review_text"].ngrams
+    train, test = prepared.datasets["train"].frame, prepared.datasets["test"].frame
+
+    def design(frame: pd.DataFrame) -> sparse.csr_matrix:  # the vectorizer itself, not the solver's own path
+        rows = [vectorizer.transform(str(text)) for text in frame["review_text"].fillna("")]
+        indptr = np.cumsum([0] + [len(ids) for ids, _ in rows])
+        return sparse.csr_matrix((np.concatenate([w for _, w in rows]).astype(np.float64),
+                                  np.concatenate([ids for ids, _ in rows]), indptr), shape=(len(frame), vectorizer.dim))
+
+    weights = dict(enumerate(metrics["class_weights"]["recommended"])) if fit["class_weighted"] else None
+    reference = LogisticRegression(C=fit["C"], class_weight=weights, max_iter=2000, random_state=0)
+    reference.fit(design(train), train["recommended"].astype(int).to_numpy())
+    expected = reference.predict_proba(design(test))[:, 1]
+    got = loaded.predict(test.drop(columns=["recommended"]))["recommended:p:1"].to_numpy()
+    assert np.abs(got - expected).max() < 2e-3  # the same fit, to L-BFGS's stopping tolerance
+    assert metrics["test"]["recommended"]["acc"] == pytest.approx(((expected > 0.5) == test["recommended"]).mean(), abs=1e-6)
+
+
+def test_a_convex_run_reports_its_choice_and_exports(convex_run: Path, tmp_path: Path) -> None:
+    report = (convex_run / "report.md").read_text()
+    assert "convex" in report and "LogisticRegression" in report
+    from polyfuse.deploy.export import export_checkpoint
+
+    export_checkpoint(convex_run, tmp_path / "onnx")  # checks ONNX Runtime against PyTorch on real rows
+
+
+def test_a_model_that_is_not_linear_is_refused_with_the_reason(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    for extra, words in ((["model.fusion={name: concat}"], "model.fusion.name=linear"),
+                         (["tasks.recommended.head.hidden=16"], "head.hidden must be 0"),
+                         (["data.use=[review_text, tabular]"], "TabularMLPEncoder")):
+        with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+            polyfuse.fit(clothing_rows, label="recommended", preset="fast", out=tmp_path / "bad", progress=False,
+                         overrides=[*LINEAR, *extra], overwrite=True)
+
+
+def test_regression_is_fitted_by_ridge_in_the_targets_units(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    frame = clothing_rows.drop(columns=["recommended"])
+    run = polyfuse.fit(frame, label="age", preset="fast", out=tmp_path / "run", progress=False, overrides=LINEAR)
+    assert run.metrics["convex"]["estimator"] == "Ridge"
+    preds = run.predict(frame.head(20).drop(columns=["age"]))["age"].to_numpy()
+    assert abs(preds.mean() - frame["age"].mean()) < 10  # years, not standardized units
+
+
+def test_medium_selection_has_each_ngram_input_as_a_linear_candidate(clothing_rows: pd.DataFrame) -> None:
+    plan = plan_table(clothing_rows, ["recommended"], preset="medium")
+    linear = {c.key: c.overrides for c in _candidates(plan) if c.key.endswith(" linear")}
+    ngrams = [n for n in plan.config.data.inputs if plan.config.model.encoders[n].name == "text_ngrams"]
+    assert len(ngrams) == 2  # title and review text
+    assert set(linear) == {f"{ngrams[0]} linear", f"{ngrams[1]} linear", f"{'+'.join(ngrams)} linear"}
+    assert all("train.solver=convex" in o and "model.fusion={name: linear}" in o for o in linear.values())
+    fast = plan_table(clothing_rows, ["recommended"], preset="fast")
+    assert [c.key for c in _candidates(fast)] == ["late"]  # fast: one model
+
+
+def test_a_convex_winner_is_refit_on_its_training_and_validation_rows(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    from polyfuse.data.prepare import split_rows
+    from polyfuse.train.table_fit import _refit_convex
+
+    table = tmp_path / "table.csv"
+    clothing_rows.to_csv(table, index=False)
+    plan = plan_table(table, ["recommended"], preset="medium")
+    config = plan.config.with_overrides(["train.threads=1"])
+    winner = next(c for c in _candidates(plan) if c.key.endswith(" linear") and "+" not in c.key)
+    rows = split_rows(config)
+    messages: list[str] = []
+    assert _refit_convex(winner, config, tmp_path / "out", False, messages.append) is None  # tuned threshold
+    assert "threshold" in messages[-1]
+    config = config.with_overrides(["tasks.recommended.threshold=none"])
+    run = _refit_convex(winner, config, tmp_path / "out", False, messages.append)
+    assert run is not None and winner.refit_rows == len(rows["train"]) + len(rows["valid"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["convex"]["rows"] == winner.refit_rows and "valid" not in metrics
+    assert (run / "COMPLETE").is_file() and not (run / "checkpoints").exists()  # a finished candidate keeps its model only
+    refit_rows = split_rows(polyfuse.load(run).config)
+    assert refit_rows["test"].reset_index(drop=True).equals(rows["test"].reset_index(drop=True))  # the same test rows
+    assert len(refit_rows["train"]) == winner.refit_rows
+
+
+def test_convex_with_a_selection_is_refused_before_training(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    from polyfuse.errors import PolyfuseError
+
+    with pytest.raises(PolyfuseError, match="not a selection of candidates"):
+        polyfuse.fit(clothing_rows, label="recommended", preset="medium", out=tmp_path / "run", progress=False,
+                     overrides=["train.solver=convex"])
+    assert not (tmp_path / "run" / "candidates").exists()
