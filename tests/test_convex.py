@@ -93,13 +93,7 @@ def test_regression_is_fitted_by_ridge_in_the_targets_units(clothing_rows: pd.Da
     assert abs(preds.mean() - frame["age"].mean()) < 10  # years, not standardized units
 
 
-def test_medium_selection_has_each_ngram_input_as_a_linear_candidate(clothing_rows: pd.DataFrame) -> None:
-    plan = plan_table(clothing_rows, ["recommended"], preset="medium")
-    linear = {c.key: c.overrides for c in _candidates(plan) if c.key.endswith(" linear")}
-    ngrams = [n for n in plan.config.data.inputs if plan.config.model.encoders[n].name == "text_ngrams"]
-    assert len(ngrams) == 2  # title and review text
-    assert set(linear) == {f"{ngrams[0]} linear", f"{ngrams[1]} linear", f"{'+'.join(ngrams)} linear"}
-    assert all("train.solver=convex" in o and "model.fusion={name: linear}" in o for o in linear.values())
+def test_fast_has_no_selection(clothing_rows: pd.DataFrame) -> None:
     fast = plan_table(clothing_rows, ["recommended"], preset="fast")
     assert [c.key for c in _candidates(fast)] == ["late"]  # fast: one model
 
@@ -135,3 +129,51 @@ def test_convex_with_a_selection_is_refused_before_training(clothing_rows: pd.Da
         polyfuse.fit(clothing_rows, label="recommended", preset="medium", out=tmp_path / "run", progress=False,
                      overrides=["train.solver=convex"])
     assert not (tmp_path / "run" / "candidates").exists()
+
+
+def test_a_tabular_input_is_the_logistic_regression_on_its_numbers_and_one_hot_categories(
+    clothing_rows: pd.DataFrame, tmp_path: Path,
+) -> None:
+    """``tabular_linear`` under the convex fit: standardized age + one-hot department, scaled as one
+    block of unit-norm rows (1/sqrt(width)), then scikit-learn's logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+
+    from polyfuse.data.processors.tabular import category_key
+
+    overrides = ["data.use=[tabular]", "model.encoders.tabular={name: tabular_linear}", *LINEAR[1:],
+                 "tasks.recommended.threshold=none"]
+    run = polyfuse.fit(clothing_rows, label="recommended", preset="fast", out=tmp_path / "run", progress=False,
+                       overrides=overrides)
+    fit = run.metrics["convex"]
+    loaded = polyfuse.load(run.path)
+    proc = loaded.pipeline.processors["tabular"]
+    assert proc.numeric == ["age"] and proc.categorical == ["department_name"] and not proc.indicators
+    prepared = prepare_data(loaded.config, pipeline=loaded.pipeline, progress=False)
+    train, test = prepared.datasets["train"].frame, prepared.datasets["test"].frame
+    vocab = proc.vocab["department_name"]
+    width = 1 + len(vocab) + 1  # age, then one column per id (0: unknown)
+    assert fit["features"] == width
+
+    def design(frame: pd.DataFrame) -> np.ndarray:
+        age = ((frame["age"].to_numpy(float) - proc.mean["age"]) / proc.std["age"])[:, None]
+        ids = [vocab.index(category_key(v)) + 1 if category_key(v) in vocab else 0 for v in frame["department_name"]]
+        return np.hstack([age, np.eye(len(vocab) + 1)[ids]]) / np.sqrt(width)
+
+    weights = dict(enumerate(run.metrics["class_weights"]["recommended"])) if fit["class_weighted"] else None
+    reference = LogisticRegression(C=fit["C"], class_weight=weights, max_iter=2000, random_state=0)
+    reference.fit(design(train), train["recommended"].astype(int).to_numpy())
+    expected = reference.predict_proba(design(test))[:, 1]
+    got = loaded.predict(test.drop(columns=["recommended"]))["recommended:p:1"].to_numpy()
+    assert np.abs(got - expected).max() < 2e-3
+
+
+def test_medium_selection_has_every_fixed_feature_input_as_a_linear_candidate(clothing_rows: pd.DataFrame) -> None:
+    """n-grams, cached MiniLM embeddings and the tabular input (through tabular_linear), each alone and all together."""
+    plan = plan_table(clothing_rows, ["recommended"], preset="medium")
+    inputs = list(plan.config.data.inputs)
+    assert {plan.config.model.encoders[n].name for n in inputs} == {"text_ngrams", "pretrained_text_embedding", "tabular_mlp"}
+    linear = {c.key: c.overrides for c in _candidates(plan) if c.key.endswith(" linear")}
+    assert set(linear) == {f"{n} linear" for n in inputs} | {f"{'+'.join(inputs)} linear"}
+    everything = linear[f"{'+'.join(inputs)} linear"]
+    assert "model.encoders.tabular={name: tabular_linear}" in everything and "train.solver=convex" in everything
+    assert not any("tabular_linear" in o for o in linear[f"{inputs[0]} linear"])

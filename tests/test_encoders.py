@@ -278,7 +278,7 @@ def test_sequence_stats_match_numpy() -> None:
         make("sequence_stats", stats=["median"])
 
 
-@pytest.mark.parametrize("name", ["tabular_mlp", "tabular_transformer"])
+@pytest.mark.parametrize("name", ["tabular_mlp", "tabular_transformer", "tabular_linear"])
 def test_tabular_column_layouts(name: str) -> None:
     numeric_only = InputSpec("t", "tabular", num_numeric=4)
     categorical_only = InputSpec("t", "tabular", cat_cardinalities=[3, 5, 2])

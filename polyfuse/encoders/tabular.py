@@ -84,6 +84,41 @@ class TabularMLPEncoder(Encoder):
         return EncoderOutput(tokens=tokens, pooled=pooled, mask=torch.ones_like(tokens[..., 0], dtype=torch.bool))
 
 
+@ENCODERS.register("tabular_linear", modalities=("tabular",))
+class TabularLinearEncoder(Encoder):
+    """A map linear in the one-hot categories and the numbers: ``numeric @ W + sum_k E[cat_k] + b``.
+
+    Logistic / ridge regression on standardized numbers and one-hot categories, written as a
+    layer; what ``train.solver: convex`` fits for a tabular input. One token."""
+
+    def __init__(self, dim: int = 128, num_numeric: int = 0, cat_cardinalities: list[int] | None = None) -> None:
+        super().__init__()
+        cards = _check_columns("tabular_linear", num_numeric, list(cat_cardinalities or []))
+        positive("tabular_linear", dim=dim)
+        self.num_numeric, self.cards = num_numeric, cards
+        self.numeric = nn.Linear(num_numeric, dim, bias=False) if num_numeric else None
+        self.lookup = _CategoryLookup(cards) if cards else None
+        self.categories = nn.Embedding(self.lookup.total, dim) if self.lookup is not None else None  # one row per (column, id)
+        if self.categories is not None:
+            nn.init.normal_(self.categories.weight, std=dim**-0.5)
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.output_dim = dim
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of the design row this map is linear in: the numbers, then one column per (column, id)."""
+        return self.num_numeric + (self.lookup.total if self.lookup is not None else 0)
+
+    def forward(self, inputs: dict[str, Tensor]) -> EncoderOutput:
+        pooled = self.bias.expand(inputs["numeric" if self.num_numeric else "categorical"].shape[0], -1)  # [B,D]
+        if self.numeric is not None:
+            pooled = pooled + self.numeric(inputs["numeric"].float())
+        if self.categories is not None and self.lookup is not None:
+            pooled = pooled + self.categories(self.lookup(inputs["categorical"])).sum(dim=1)  # [B,K,D] -> [B,D]
+        tokens = pooled.unsqueeze(1)
+        return EncoderOutput(tokens=tokens, pooled=pooled, mask=torch.ones_like(tokens[..., 0], dtype=torch.bool))
+
+
 @ENCODERS.register("tabular_transformer", modalities=("tabular",))
 class TabularTransformerEncoder(Encoder):
     """FT-Transformer: one token per feature (number * learned vector + bias; category embedding +

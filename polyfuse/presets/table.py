@@ -295,8 +295,8 @@ def plan_table(
         if len(inputs) > 1:
             fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
             heads = "".join(f", the fused model with a {int(h)}-unit hidden layer in its head" for h in selection.get("heads") or [])
-            linear = "each n-gram text input as a logistic / ridge regression (convex fit), " if selection.get("linear") and any(
-                e.get("name") == "text_ngrams" for e in encoders.values()) else ""
+            linear = ("each fixed-feature input (n-grams, cached features, tabular) and all of them together as a "
+                      "logistic / ridge regression (convex fit), ") if selection.get("linear") else ""
             among = "the fused model, " + ("each input alone, " if selection.get("unimodal", True) else "") + linear + fusions + heads
         else:  # one input: nothing to fuse, only the head variants to compare
             among = "the model and " + ", ".join(f"the model with a {int(h)}-unit hidden layer in its head" for h in selection["heads"])

@@ -6,9 +6,13 @@ wins on small text tables. This module fits exactly that and writes it into the 
 the result is a normal model directory (predict, eval, serve, export):
 
 - the model must be linear in its inputs' fixed features: every encoder a ``text_ngrams`` (sparse
-  TF-IDF) or a ``FeatureEncoder`` with a linear map (cached features, standardized), the ``linear``
-  fusion, one classification or regression task whose head has no hidden layer;
-- the design matrix [N, F] is the concatenation of those features (scipy sparse);
+  TF-IDF), a ``FeatureEncoder`` with a linear map (cached features, standardized) or a
+  ``tabular_linear`` (standardized numbers, one-hot categories), the ``linear`` fusion, one
+  classification or regression task whose head has no hidden layer;
+- the design matrix [N, F] is the concatenation of those features (scipy sparse), each dense
+  block scaled by 1/sqrt(its width) so that its rows have about unit norm, as TF-IDF rows do: one
+  L2 strength then suits every block (10,000 random-convolution features are not 10,000 times
+  the evidence of one TF-IDF row), and the grid suits any single block;
 - ``LogisticRegression`` (classification; with and without the run's class weights) or ``Ridge``
   (regression, on the head's standardized targets) for each L2 strength of a grid, scored with the run's monitored
   metric by 5-fold cross-validation on the training rows (the validation rows stay held out for
@@ -30,6 +34,7 @@ from torch.utils.data import DataLoader
 from polyfuse.config import Config, ConfigError
 from polyfuse.encoders.features import FEATURES_KEY, FeatureEncoder
 from polyfuse.encoders.ngrams import TextNgramEncoder
+from polyfuse.encoders.tabular import TabularLinearEncoder
 from polyfuse.fusion.pooled import LinearFusion
 from polyfuse.model import MultimodalModel
 from polyfuse.tasks import TASKS
@@ -70,16 +75,32 @@ class ConvexFit:
                 f"{self.metric} on {self.scored_on} {self.scores[self.chosen]:.4f} ({grid})")
 
 
+def is_linear_in_fixed_features(encoder: torch.nn.Module) -> bool:
+    """Whether ``encoder``'s output is an affine map of fixed features that the convex fit can write."""
+    linear_features = isinstance(encoder, FeatureEncoder) and isinstance(encoder.proj, torch.nn.Linear)
+    return isinstance(encoder, (TextNgramEncoder, TabularLinearEncoder)) or linear_features
+
+
+def block_scale(encoder: torch.nn.Module) -> float:
+    """Factor on an input's design columns: 1 for TF-IDF (unit-norm rows), 1/sqrt(width) for dense blocks."""
+    return 1.0 if isinstance(encoder, TextNgramEncoder) else float(_width(encoder)) ** -0.5
+
+
+def _width(encoder: torch.nn.Module) -> int:
+    if isinstance(encoder, TextNgramEncoder):
+        return int(encoder.table.num_embeddings)
+    return int(encoder.feature_dim)
+
+
 def check_convex(config: Config, model: MultimodalModel) -> str:
     """The one task's name; ConfigError naming what makes ``model`` not linear in fixed features."""
     why = "train.solver=convex fits models linear in fixed features"
     if not isinstance(model.fusion, LinearFusion):
         raise ConfigError(f"{why}: set model.fusion.name=linear (got {config.model.fusion.name!r})")
     for name, encoder in model.encoders.items():
-        linear_features = isinstance(encoder, FeatureEncoder) and isinstance(encoder.proj, torch.nn.Linear)
-        if not (isinstance(encoder, TextNgramEncoder) or linear_features):
-            raise ConfigError(f"{why}: input {name!r} has encoder {type(encoder).__name__}; use text_ngrams or a "
-                              "features encoder (sequence_rocket, sequence_summary, image_pixels, pretrained_*_embedding)")
+        if not is_linear_in_fixed_features(encoder):
+            raise ConfigError(f"{why}: input {name!r} has encoder {type(encoder).__name__}; use text_ngrams, tabular_linear "
+                              "or a features encoder (sequence_rocket, sequence_summary, image_pixels, pretrained_*_embedding)")
     if len(config.tasks) != 1 or config.objectives:
         raise ConfigError(f"{why}: one classification or regression task and no objectives (got tasks "
                           f"{sorted(config.tasks)}, objectives {sorted(config.objectives)})")
@@ -110,18 +131,38 @@ def _design(model: MultimodalModel, loader: DataLoader, task: str) -> tuple[Any,
                     (values[mask].numpy().astype(np.float64), (rows[mask].numpy(), ids[mask].numpy())),
                     shape=(ids.shape[0], encoder.table.num_embeddings),
                 )  # duplicate (row, id) pairs add up, as embedding_bag's sum does
+            elif isinstance(encoder, TabularLinearEncoder):
+                block = _tabular_block(encoder, inputs, present)
             else:
                 assert isinstance(encoder, FeatureEncoder)
                 feats = inputs[FEATURES_KEY] if FEATURES_KEY in inputs else encoder.extract(dict(inputs))
                 scaled = (feats.float() - encoder.feature_mean) / encoder.feature_std  # as from_features
                 scaled = torch.nan_to_num(scaled, nan=0.0, posinf=0.0, neginf=0.0).clamp(-20.0, 20.0)
                 block = sparse.csr_matrix(torch.where(present[:, None], scaled, 0.0).numpy().astype(np.float64))
-            row_blocks.append(block)
+            row_blocks.append(block * block_scale(encoder))
         blocks.append(row_blocks)
         labels.append(batch["labels"][task].numpy())
     if not blocks:
         return sparse.csr_matrix((0, 0)), np.zeros(0)
     return sparse.vstack([sparse.hstack(b, format="csr") for b in blocks], format="csr"), np.concatenate(labels)
+
+
+def _tabular_block(encoder: TabularLinearEncoder, inputs: Mapping[str, torch.Tensor], present: torch.Tensor) -> Any:
+    """[B, numbers + one column per (column, id)]: the numbers as given (standardized by the pipeline),
+    then the one-hot categories, in the order of ``encoder.feature_dim``; absent rows are 0."""
+    from scipy import sparse
+
+    parts = []
+    if encoder.num_numeric:
+        numbers = inputs["numeric"].float()  # [B,N]
+        parts.append(sparse.csr_matrix(torch.where(present[:, None], numbers, 0.0).numpy().astype(np.float64)))
+    if encoder.lookup is not None:
+        ids = encoder.lookup(inputs["categorical"])  # [B,K] ids into the shared table
+        rows = torch.arange(ids.shape[0])[:, None].expand_as(ids)
+        keep = present[:, None].expand_as(ids)
+        parts.append(sparse.csr_matrix((np.ones(int(keep.sum())), (rows[keep].numpy(), ids[keep].numpy())),
+                                       shape=(ids.shape[0], encoder.lookup.total)))
+    return sparse.hstack(parts, format="csr")
 
 
 def _estimator(kind: str, value: float, class_weight: dict[int, float] | None, seed: int, warm: bool = False) -> Any:
@@ -247,8 +288,9 @@ def _write(model: MultimodalModel, task: str, estimator: Any, kind: str, num_cla
     fusion.proj.bias.zero_()
     offset, column = 0, 0
     for name, encoder in model.encoders.items():
-        width = encoder.table.num_embeddings if isinstance(encoder, TextNgramEncoder) else encoder.feature_dim
-        part = torch.as_tensor(coef[:, offset:offset + width], dtype=torch.float32)  # [C, F_i]
+        width = _width(encoder)
+        # the fit saw the block scaled; the model sees it unscaled: the scale goes into the map
+        part = torch.as_tensor(coef[:, offset:offset + width] * block_scale(encoder), dtype=torch.float32)  # [C, F_i]
         dim = int(encoder.output_dim)
         if dim < outputs:
             raise ConfigError(f"train.solver=convex: input {name!r} has width {dim}, below the {outputs} outputs; "
@@ -257,6 +299,15 @@ def _write(model: MultimodalModel, task: str, estimator: Any, kind: str, num_cla
             encoder.table.weight.zero_()
             encoder.table.weight[:, :outputs] = part.T
             encoder.bias.zero_()
+        elif isinstance(encoder, TabularLinearEncoder):
+            encoder.bias.zero_()
+            numbers = encoder.num_numeric
+            if encoder.numeric is not None:
+                encoder.numeric.weight.zero_()
+                encoder.numeric.weight[:outputs] = part[:, :numbers]
+            if encoder.categories is not None:
+                encoder.categories.weight.zero_()
+                encoder.categories.weight[:, :outputs] = part[:, numbers:].T
         else:
             encoder.proj.weight.zero_()
             encoder.proj.weight[:outputs] = part
