@@ -40,3 +40,25 @@ def test_the_summary_gives_each_presets_difference_over_the_splits() -> None:
     assert float(mean) == pytest.approx(-0.02 / 3, abs=1e-4) and float(sd) == pytest.approx(0.0306, abs=1e-4)
     assert cells[5] == "+0.0200, -0.0400, +0.0000" and cells[6] == "2 of 3"
     assert split_summary([entry(0, 0.7, 0.7)]) == []  # one split: nothing to summarise
+
+
+def test_the_before_after_comparison_signs_every_difference_so_that_positive_is_better(tmp_path: Path) -> None:
+    import json
+
+    from compare_tables import compare
+
+    def result(table: str, source: str, task: str, metric: str, base: float, value: float) -> dict:
+        return {"table": table, "source": source, "task": task, "metric": metric,
+                "baseline": {"model": "ridge", metric: base}, "polyfuse": {"medium": {metric: value, "seconds": 1.0}}}
+
+    before = [result("a", "a", "classification", "acc", 0.80, 0.75), result("a-split1", "a", "classification", "acc", 0.70, 0.72),
+              result("r", "r", "regression", "rmse", 1.0, 1.2)]
+    after = [result("a", "a", "classification", "acc", 0.80, 0.81), result("a-split1", "a", "classification", "acc", 0.70, 0.69),
+             result("r", "r", "regression", "rmse", 1.0, 0.9), result("new", "new", "classification", "acc", 0.5, 0.6)]
+    for name, rows in (("before", before), ("after", after)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"results": rows}))
+    paired, lines = compare(tmp_path / "before.json", tmp_path / "after.json", "medium")
+    got = {p["table"]: (round(p["before_gain"], 4), round(p["after_gain"], 4), round(p["change"], 4)) for p in paired}
+    assert got == {"a": (-0.05, 0.01, 0.06), "a-split1": (0.02, -0.01, -0.03), "r": (-0.2, 0.1, 0.3)}  # "new": no before
+    summary = [line for line in lines if line.startswith("| a | 2 |")]
+    assert summary == ["| a | 2 | -0.0150 | +0.0000 | +0.0150 | 1 / 1 of 2 |"]
