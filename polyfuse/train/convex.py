@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from torch.utils.data import DataLoader
 
 from polyfuse.config import Config, ConfigError
@@ -37,6 +38,7 @@ from polyfuse.encoders.ngrams import TextNgramEncoder
 from polyfuse.encoders.tabular import TabularLinearEncoder
 from polyfuse.fusion.pooled import LinearFusion
 from polyfuse.model import MultimodalModel
+from polyfuse.train.convex_folds import chain_predictions, estimator
 from polyfuse.tasks import TASKS
 
 #: L2 strengths tried: C of LogisticRegression (inverse penalty), alpha of Ridge (penalty)
@@ -165,23 +167,6 @@ def _tabular_block(encoder: TabularLinearEncoder, inputs: Mapping[str, torch.Ten
     return sparse.hstack(parts, format="csr")
 
 
-def _estimator(kind: str, value: float, class_weight: dict[int, float] | None, seed: int, warm: bool = False) -> Any:
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    if kind == "logistic":
-        return LogisticRegression(C=value, class_weight=class_weight, max_iter=2000, random_state=seed, warm_start=warm)
-    return Ridge(alpha=value, random_state=seed)
-
-
-def _predict(estimator: Any, x: Any, kind: str, num_classes: int) -> np.ndarray:
-    """Probabilities [N, num_classes] (classification) or standardized values [N]."""
-    if kind != "logistic":
-        return np.asarray(estimator.predict(x), dtype=np.float64)
-    probs = np.zeros((x.shape[0], num_classes))
-    probs[:, estimator.classes_.astype(int)] = estimator.predict_proba(x)
-    return probs
-
-
 def fit_convex(
     model: MultimodalModel, config: Config, train: DataLoader, task_dims: Mapping[str, int],
     class_weights: Mapping[str, list[float]], monitor: str, mode: str,
@@ -223,21 +208,25 @@ def fit_convex(
     # out for the threshold, the selection and the ensemble weights
     folds = _folds(target, kind, seed)
     preds = {s: np.zeros((len(target), num_classes)) if kind == "logistic" else np.zeros(len(target)) for s in range(len(settings))}
-    for weighting in dict.fromkeys(id(w) for _, w in settings):
-        chain = [i for i, (_, w) in enumerate(settings) if id(w) == weighting]  # strongest penalty first
-        for tr, va in folds:
-            # along the chain each fit starts from the previous strength's solution (warm start)
-            est = _estimator(kind, settings[chain[0]][0], settings[chain[0]][1], seed, warm=True)
-            for i in chain:
-                est.set_params(**{"C" if kind == "logistic" else "alpha": settings[i][0]}).fit(x[tr], target[tr])
-                preds[i][va] = _predict(est, x[va], kind, num_classes)
+    chains = [[i for i, (_, w) in enumerate(settings) if id(w) == weighting]  # strongest penalty first
+              for weighting in dict.fromkeys(id(w) for _, w in settings)]
+    jobs = [(chain, tr, va) for chain in chains for tr, va in folds]
+    # one job per (class weighting, fold), in torch's thread budget (train.threads): L-BFGS runs on one core
+    workers = max(1, min(len(jobs), torch.get_num_threads()))
+    results = Parallel(n_jobs=workers)(
+        delayed(chain_predictions)(kind, [settings[i] for i in chain], seed, x[tr], target[tr], x[va], num_classes)
+        for chain, tr, va in jobs
+    )
+    for (chain, _, va), outs in zip(jobs, results):
+        for i, fold_preds in zip(chain, outs):
+            preds[i][va] = fold_preds
     scores = [score(metric, values(preds[i]), y) for i in range(len(settings))]
     best = 0
     for i in range(1, len(settings)):
         if (scores[i] > scores[best]) if mode == "max" else (scores[i] < scores[best]):
             best = i
     value, class_weight = settings[best]
-    final = _estimator(kind, value, class_weight, seed).fit(x, target)
+    final = estimator(kind, value, class_weight, seed).fit(x, target)
     _write(model, task, final, kind, num_classes)
     parameter = "C" if kind == "logistic" else "alpha"
     return ConvexFit(
