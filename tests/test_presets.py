@@ -19,6 +19,7 @@ from polyfuse.cli import app
 from polyfuse.config import ConfigError
 from polyfuse.presets import load_preset, preset_names
 from polyfuse.presets.table import plan_table
+from polyfuse.train.table_fit import _candidates
 
 runner = CliRunner()
 
@@ -83,8 +84,6 @@ def test_plan_excludes_id_and_constant_columns_with_a_note(avmnist, tmp_path: Pa
 
 
 def test_selection_adds_the_fused_model_with_a_hidden_layer_in_its_head(avmnist, tmp_path: Path) -> None:
-    from polyfuse.train.table_fit import _candidates
-
     preset = tmp_path / "heads.yaml"  # opt-in: a preset file on top of medium
     preset.write_text("base: medium\nselection: {heads: [64]}\n")
     table = avmnist_table(avmnist, tmp_path, 100)
@@ -243,10 +242,16 @@ def test_modality_dropout_works_without_augment_enabled(avmnist, tmp_path: Path)
 
 def test_a_preset_file_of_ones_own_and_the_selection_row_limit(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
     own = tmp_path / "mine.yaml"
-    own.write_text("base: medium\nselection: {fusions: [], unimodal: true, max_rows: 100}\nschedule: {min_steps: 50}\n")
+    own.write_text("base: medium\nselection: {fusions: [], unimodal: true, linear: false, max_rows: 100}\nschedule: {min_steps: 50}\n")
     plan = plan_table(clothing_rows, ["recommended"], preset=str(own))
-    assert plan.preset == "mine" and plan.selection is None  # 240 rows > 100: one model
+    assert plan.preset == "mine" and plan.selection is None  # 240 rows > 100 and no linear candidates: one model
     assert any(c.what == "selection" and "one model" in c.choice for c in plan.choices)
     assert plan.config.train.min_steps == 50
+    # with linear candidates, a table over the limit keeps two: the fused model and one convex fit over every input
+    own.write_text("base: medium\nselection: {max_rows: 100}\n")
+    plan = plan_table(clothing_rows, ["recommended"], preset=str(own))
+    inputs = list(plan.config.data.inputs)
+    assert [c.key for c in _candidates(plan)] == ["late", f"{'+'.join(inputs)} linear"]
+    assert any(c.what == "selection" and "no wider selection" in c.why for c in plan.choices)
     medium = plan_table(clothing_rows, ["recommended"], preset="medium")
     assert medium.selection == {"fusions": [], "unimodal": True, "linear": True, "heads": [], "max_rows": 5000, "ensemble": 4}

@@ -283,8 +283,16 @@ def plan_table(
         choices.append(Choice("time limit", f"{time_limit:g} s", "--time-limit"))
     selection = spec.get("selection")
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
-        choices.append(Choice("selection", "none: one model", f"{len(frame)} rows > {selection['max_rows']}"))
-        selection = None
+        if selection.get("linear"):
+            # a selection among many candidates costs too much here; one convex fit over every
+            # fixed-feature input costs one pass of L-BFGS per setting and often wins on text
+            choices.append(Choice("selection", "the fused model or all fixed-feature inputs as one logistic / ridge "
+                                  "regression (convex fit), the better on validation (or their weighted average)",
+                                  f"{len(frame)} rows > {selection['max_rows']}: no wider selection"))
+            selection = {"fusions": [], "unimodal": False, "linear": "together", "ensemble": selection.get("ensemble")}
+        else:
+            choices.append(Choice("selection", "none: one model", f"{len(frame)} rows > {selection['max_rows']}"))
+            selection = None
     elif selection and len(inputs) == 1 and not selection.get("heads") and int(selection.get("seeds") or 1) > 1 \
             and int(selection.get("ensemble") or 0) > 1:
         choices.append(Choice("ensemble", f"the model from {int(selection['seeds'])} seeds, weighted",

@@ -73,7 +73,7 @@ def _candidates(plan: TablePlan) -> list[Candidate]:
         overrides = [o for o in variant.overrides if not o.startswith("data.augment.")]
         out.append(Candidate(variant.key, overrides))
     if plan.selection.get("linear"):
-        out += _linear_candidates(plan.config)
+        out += _linear_candidates(plan.config, together_only=plan.selection["linear"] == "together")
     for hidden in plan.selection.get("heads") or []:
         # the default fusion with a hidden layer in every task head: non-linear in the fused features
         out.append(Candidate(f"{default} head{int(hidden)}", [f"tasks.{t}.head.hidden={int(hidden)}" for t in plan.config.tasks]))
@@ -85,9 +85,10 @@ def _candidates(plan: TablePlan) -> list[Candidate]:
     return out
 
 
-def _linear_candidates(config: Config) -> list[Candidate]:
+def _linear_candidates(config: Config, together_only: bool = False) -> list[Candidate]:
     """Logistic / ridge regressions fitted to convergence (``train.solver: convex``) on fixed features:
-    each such input alone, and all of them together (tabular inputs through ``tabular_linear``).
+    each such input alone, and all of them together (tabular inputs through ``tabular_linear``);
+    with ``together_only`` (large tables) only the one over all of them.
 
     On a few hundred rows a convex fit on the n-gram TF-IDF beats gradient steps on the same map,
     and ridge / logistic regression on random-convolution features is MiniRocket's own classifier."""
@@ -103,7 +104,9 @@ def _linear_candidates(config: Config) -> list[Candidate]:
             swaps[name] = []
         elif spec.kind == "tabular":
             swaps[name] = [f"model.encoders.{name}={{name: tabular_linear}}"]
-    groups = [[name] for name in swaps] + ([list(swaps)] if len(swaps) > 1 else [])
+    if not swaps:
+        return []
+    groups = ([] if together_only else [[name] for name in swaps]) + ([list(swaps)] if len(swaps) > 1 or together_only else [])
     base = ["model.fusion={name: linear}", "train.solver=convex", f"tasks.{task_name}.head.hidden=0",
             "data.augment.modality_dropout=0.0"]
     return [Candidate(f"{'+'.join(group)} linear",
