@@ -48,5 +48,6 @@ def predictions_frame(
     problems: dict[int, list[str]] = {}
     for entry in report.entries:
         problems.setdefault(int(entry["row"]), []).append(f"{entry.get('column')}: {entry.get('reason')}")
-    part["problems"] = mark_no_input(["; ".join(problems.get(i, [])) for i in range(n_rows)], kept)
+    # a column read by two inputs (TF-IDF and MiniLM on one text column) reports its problem once
+    part["problems"] = mark_no_input(["; ".join(dict.fromkeys(problems.get(i, []))) for i in range(n_rows)], kept)
     return part

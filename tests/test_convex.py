@@ -218,3 +218,22 @@ def test_series_features_are_fitted_as_one_unit_norm_block(tmp_path: Path) -> No
     # the same fit to L-BFGS's tolerance (a weak penalty leaves it a flat optimum; float32 features);
     # a scale left out of the written map would move these by far more
     assert np.abs(got - expected).max() < 1e-2 and (got.argmax(1) == expected.argmax(1)).all()
+
+
+def test_a_text_column_read_by_two_linear_inputs_reports_an_empty_cell_once(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    """The title as TF-IDF and as frozen MiniLM embeddings in one convex fit; an empty title is one problem, not two."""
+    table = tmp_path / "table.csv"
+    clothing_rows.to_csv(table, index=False)
+    plan = plan_table(table, ["recommended"], preset="medium")
+    titles = [n for n in plan.config.data.inputs if n.startswith("title_")]
+    assert sorted(plan.config.model.encoders[n].name for n in titles) == ["pretrained_text_embedding", "text_ngrams"]
+    from polyfuse.train.runner import run_training
+
+    run = run_training(plan.config.with_overrides([f"data.use=[{', '.join(titles)}]", *LINEAR[1:], "tasks.recommended.threshold=none"]),
+                       tmp_path / "run", progress=False)
+    assert run.metrics["convex"]["features"] > 384  # n-grams and the 384 embedding dimensions side by side
+    rows = clothing_rows.drop(columns=["recommended"]).head(40)
+    empty = rows["title"].fillna("").astype(str).str.strip() == ""
+    assert empty.any()
+    preds = polyfuse.load(run.path).predict(rows)
+    assert (preds.loc[empty.to_numpy(), "problems"].str.count("title: ") == 1).all()
