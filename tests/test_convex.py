@@ -169,9 +169,20 @@ def test_a_tabular_input_is_the_logistic_regression_on_its_numbers_and_one_hot_c
     assert np.abs(got - expected).max() < 2e-3
 
 
-def test_medium_selection_has_every_fixed_feature_input_as_a_linear_candidate(clothing_rows: pd.DataFrame) -> None:
-    """n-grams, cached MiniLM embeddings and the tabular input (through tabular_linear), each alone and all together."""
+def test_medium_selection_has_each_ngram_input_as_a_linear_candidate(clothing_rows: pd.DataFrame) -> None:
     plan = plan_table(clothing_rows, ["recommended"], preset="medium")
+    linear = {c.key: c.overrides for c in _candidates(plan) if c.key.endswith(" linear")}
+    ngrams = [n for n in plan.config.data.inputs if plan.config.model.encoders[n].name == "text_ngrams"]
+    assert len(ngrams) == 2  # title and review text
+    assert set(linear) == {f"{ngrams[0]} linear", f"{ngrams[1]} linear", f"{'+'.join(ngrams)} linear"}
+    assert all("train.solver=convex" in o and "model.fusion={name: linear}" in o for o in linear.values())
+
+
+def test_linear_inputs_makes_every_fixed_feature_input_a_linear_candidate(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    """n-grams, cached MiniLM embeddings and the tabular input (through tabular_linear), each alone and all together."""
+    own = tmp_path / "inputs.yaml"
+    own.write_text("base: medium\nselection: {linear: inputs}\n")
+    plan = plan_table(clothing_rows, ["recommended"], preset=str(own))
     inputs = list(plan.config.data.inputs)
     assert {plan.config.model.encoders[n].name for n in inputs} == {"text_ngrams", "pretrained_text_embedding", "tabular_mlp"}
     linear = {c.key: c.overrides for c in _candidates(plan) if c.key.endswith(" linear")}
@@ -237,3 +248,10 @@ def test_a_text_column_read_by_two_linear_inputs_reports_an_empty_cell_once(clot
     assert empty.any()
     preds = polyfuse.load(run.path).predict(rows)
     assert (preds.loc[empty.to_numpy(), "problems"].str.count("title: ") == 1).all()
+
+
+def test_a_wrong_linear_mode_is_refused_before_any_data_is_read(clothing_rows: pd.DataFrame, tmp_path: Path) -> None:
+    own = tmp_path / "bad.yaml"
+    own.write_text("base: medium\nselection: {linear: everything}\n")
+    with pytest.raises(ConfigError, match="selection.linear: 'everything' is not one of false, true, ngrams, inputs, together"):
+        plan_table(clothing_rows, ["recommended"], preset=str(own))

@@ -119,6 +119,22 @@ def _holds(when: Mapping[str, Any], facts: Mapping[str, Any], kind: str) -> tupl
 # --------------------------------------------------------------------------- the plan
 
 
+#: ``selection.linear``: which inputs become convex candidates (``true`` is ``ngrams``)
+LINEAR_MODES = {
+    "ngrams": "each n-gram text input alone, and all of them together",
+    "inputs": "each fixed-feature input alone (n-grams, cached features, tabular through tabular_linear), and all together",
+    "together": "all fixed-feature inputs as one model",
+}
+
+
+def linear_mode(value: Any) -> str:
+    """``selection.linear`` as one of LINEAR_MODES (``true`` -> ``ngrams``); ConfigError for anything else."""
+    mode = "ngrams" if value is True else value
+    if mode not in LINEAR_MODES:
+        raise ConfigError(f"selection.linear: {value!r} is not one of false, true, {', '.join(LINEAR_MODES)}")
+    return str(mode)
+
+
 def plan_table(
     table: str | Path | pd.DataFrame,
     labels: Sequence[str],
@@ -282,6 +298,8 @@ def plan_table(
     if time_limit:
         choices.append(Choice("time limit", f"{time_limit:g} s", "--time-limit"))
     selection = spec.get("selection")
+    if selection and selection.get("linear"):
+        linear_mode(selection["linear"])  # a wrong value stops here, before any data is read
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
         if selection.get("linear"):
             # a selection among many candidates costs too much here; one convex fit over every
@@ -303,8 +321,8 @@ def plan_table(
         if len(inputs) > 1:
             fusions = ", ".join(selection.get("fusions") or []) or "no other fusion"
             heads = "".join(f", the fused model with a {int(h)}-unit hidden layer in its head" for h in selection.get("heads") or [])
-            linear = ("each fixed-feature input (n-grams, cached features, tabular) and all of them together as a "
-                      "logistic / ridge regression (convex fit), ") if selection.get("linear") else ""
+            linear = (f"{LINEAR_MODES[linear_mode(selection['linear'])]} as a logistic / ridge regression (convex fit), "
+                      if selection.get("linear") else "")
             among = "the fused model, " + ("each input alone, " if selection.get("unimodal", True) else "") + linear + fusions + heads
         else:  # one input: nothing to fuse, only the head variants to compare
             among = "the model and " + ", ".join(f"the model with a {int(h)}-unit hidden layer in its head" for h in selection["heads"])

@@ -28,7 +28,7 @@ import pandas as pd
 
 from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
-from polyfuse.presets.table import TablePlan
+from polyfuse.presets.table import TablePlan, linear_mode
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
 from polyfuse.encoders.extraction_memo import remembering_extractions
 from polyfuse.train.ensemble import (
@@ -73,7 +73,7 @@ def _candidates(plan: TablePlan) -> list[Candidate]:
         overrides = [o for o in variant.overrides if not o.startswith("data.augment.")]
         out.append(Candidate(variant.key, overrides))
     if plan.selection.get("linear"):
-        out += _linear_candidates(plan.config, together_only=plan.selection["linear"] == "together")
+        out += _linear_candidates(plan.config, plan.selection["linear"])
     for hidden in plan.selection.get("heads") or []:
         # the default fusion with a hidden layer in every task head: non-linear in the fused features
         out.append(Candidate(f"{default} head{int(hidden)}", [f"tasks.{t}.head.hidden={int(hidden)}" for t in plan.config.tasks]))
@@ -85,13 +85,13 @@ def _candidates(plan: TablePlan) -> list[Candidate]:
     return out
 
 
-def _linear_candidates(config: Config, together_only: bool = False) -> list[Candidate]:
-    """Logistic / ridge regressions fitted to convergence (``train.solver: convex``) on fixed features:
-    each such input alone, and all of them together (tabular inputs through ``tabular_linear``);
-    with ``together_only`` (large tables) only the one over all of them.
+def _linear_candidates(config: Config, mode: Any = "ngrams") -> list[Candidate]:
+    """Logistic / ridge regressions fitted to convergence (``train.solver: convex``) on fixed features,
+    per ``mode`` (LINEAR_MODES): n-gram inputs (each and together), every fixed-feature input (each
+    and together; tabular inputs through ``tabular_linear``), or all fixed-feature inputs as one.
 
-    On a few hundred rows a convex fit on the n-gram TF-IDF beats gradient steps on the same map,
-    and ridge / logistic regression on random-convolution features is MiniRocket's own classifier."""
+    On a few hundred rows a convex fit on the n-gram TF-IDF beats gradient steps on the same map."""
+    mode = linear_mode(mode)
     if len(config.tasks) != 1 or config.objectives:
         return []
     task_name, task = next(iter(config.tasks.items()))
@@ -100,13 +100,17 @@ def _linear_candidates(config: Config, together_only: bool = False) -> list[Cand
     swaps: dict[str, list[str]] = {}  # input -> the overrides that make it linear in fixed features
     for name, spec in config.data.inputs.items():
         encoder = config.model.encoders.get(name)
-        if encoder is not None and _fixed_features(encoder.name) and encoder.params.get("dim", 0) is not None:
+        if mode == "ngrams":
+            if encoder is not None and encoder.name == "text_ngrams":
+                swaps[name] = []
+        elif encoder is not None and _fixed_features(encoder.name) and encoder.params.get("dim", 0) is not None:
             swaps[name] = []
         elif spec.kind == "tabular":
             swaps[name] = [f"model.encoders.{name}={{name: tabular_linear}}"]
     if not swaps:
         return []
-    groups = ([] if together_only else [[name] for name in swaps]) + ([list(swaps)] if len(swaps) > 1 or together_only else [])
+    together = [list(swaps)] if len(swaps) > 1 or mode == "together" else []
+    groups = together if mode == "together" else [[name] for name in swaps] + together
     base = ["model.fusion={name: linear}", "train.solver=convex", f"tasks.{task_name}.head.hidden=0",
             "data.augment.modality_dropout=0.0"]
     return [Candidate(f"{'+'.join(group)} linear",
