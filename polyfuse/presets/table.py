@@ -301,9 +301,9 @@ def plan_table(
     if selection and selection.get("linear"):
         linear_mode(selection["linear"])  # a wrong value stops here, before any data is read
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
-        if selection.get("linear"):
+        if selection.get("linear") and selection.get("linear_above_max_rows"):
             # a selection among many candidates costs too much here; one convex fit over every
-            # fixed-feature input costs one pass of L-BFGS per setting and often wins on text
+            # fixed-feature input costs one pass of L-BFGS per setting (opt-in: not yet measured)
             choices.append(Choice("selection", "the fused model or all fixed-feature inputs as one logistic / ridge "
                                   "regression (convex fit), the better on validation (or their weighted average)",
                                   f"{len(frame)} rows > {selection['max_rows']}: no wider selection"))
