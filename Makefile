@@ -10,6 +10,9 @@ PIP        := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS     ?= export,serve,video,tune,tracking,wandb,browser,dev
 PYTEST_ARGS ?=
+# one pytest worker per core of a 2-core machine (pytest-xdist; each worker runs whole test files
+# and one torch thread); TEST_WORKERS=0 runs the tests in this process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test install data fonts browser clean help
 
@@ -49,7 +52,7 @@ demo: install
 	$(VENV)/bin/polyfuse demo --out runs/demo
 
 test: install browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

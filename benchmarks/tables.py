@@ -223,6 +223,15 @@ arrowhead = _aeon_table("ArrowHead", "outline", "type", "classification", "1-cha
                         "ArrowHead (aeon): projectile-point outlines as 1-channel series of 251 steps -> 3 types (36 + 175 rows).")
 italy_power = _aeon_table("ItalyPowerDemand", "demand", "season", "classification", "1-channel series of 24 hours, 2 classes, 67 training rows",
                           "ItalyPowerDemand (aeon): a day of hourly electricity demand (24 steps) -> winter or summer (67 + 1029 rows).")
+# never run by polyfuse before the log-loss ensemble weights were chosen (selection.ensemble_fit): their held-out judges
+gunpoint = _aeon_table("GunPoint", "hand", "motion", "classification", "1-channel hand position series of 150 steps, 2 classes, 50 training rows",
+                       "GunPoint (aeon): an actor's hand x-coordinate over 150 frames -> drawing a gun or pointing (50 + 150 rows).")
+basic_motions = _aeon_table(
+    "BasicMotions", "imu", "activity", "classification", "6-channel accelerometer + gyroscope series of 100 steps, 4 classes",
+    "BasicMotions (aeon): 6-channel smartwatch IMU series of 100 steps -> standing / walking / running / badminton (40 + 40 rows).")
+pickup_gesture = _aeon_table(
+    "PickupGestureWiimoteZ", "z", "gesture", "classification", "1-channel Wii remote z-acceleration of 29-361 steps, 10 classes",
+    "PickupGestureWiimoteZ (aeon): Wii remote z-axis acceleration of unequal length -> 10 gestures (50 + 50 rows).")
 
 
 def movies(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
@@ -275,6 +284,7 @@ BUILDERS: dict[str, Callable[[Path], tuple[pd.DataFrame, pd.DataFrame, str, str,
     "watch": watch, "pokemon": pokemon, "drugs": drugs, "animals": animals,
     "freesolv": freesolv, "covid": covid, "movies": movies, "acsf1": acsf1, "cardano": cardano,
     "japanese-vowels": japanese_vowels, "osuleaf": osuleaf, "arrowhead": arrowhead, "italy-power": italy_power,
+    "gunpoint": gunpoint, "basic-motions": basic_motions, "pickup-gesture": pickup_gesture,
 }
 #: Tables that are not run unless named (long, or not new to the project).
 EXTRA_BUILDERS = {"clothing": clothing, "clothing-rating": clothing_rating}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,6 +11,11 @@ import pytest
 import torch
 
 import polyfuse
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): one torch thread each, or two
+    # workers' thread pools fight over the same cores
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

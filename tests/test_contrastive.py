@@ -285,7 +285,7 @@ def test_itm_tells_held_out_pairs_from_random_negatives(tmp_path) -> None:  # no
     import polyfuse
 
     run = polyfuse.fit("easy-vqa-matching", out=tmp_path / "run", progress=False,
-                       overrides=["data.max_rows=256", "train.epochs=30", "train.threads=2"])
+                       overrides=["data.max_rows=256", "train.epochs=20", "train.threads=1"])
     test = run.metrics["matching"]["test"]["itm"]
     assert test["pairs"] == 512
     assert test["acc"] >= 0.90, test  # measured 0.94 (positives 0.91, negatives 0.98); chance 0.5

@@ -181,3 +181,34 @@ def test_a_table_with_one_input_can_average_the_model_over_seeds(avmnist, tmp_pa
     report = (tmp_path / "run" / "report.md").read_text()
     assert "the model from 3 seeds" in report
     assert len(polyfuse.load(tmp_path / "run").predict(str(path))) == 200
+
+
+def test_log_loss_weights_mix_members_that_tie_on_accuracy_and_the_reported_score_is_the_metric() -> None:
+    """Two members right on the same rows (accuracy ties, so accuracy weights keep one) but confident
+    on different rows: log-loss weights average them, and the held-out score given is accuracy."""
+    from polyfuse.train.table_fit import Candidate, _fit_ensemble
+    from polyfuse.train.ensemble import MemberPredictions
+
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    sure_early = np.array([[0.99, 0.01], [0.01, 0.99], [0.99, 0.01], [0.45, 0.55], [0.55, 0.45], [0.45, 0.55]])
+    sure_late = np.array([[0.55, 0.45], [0.45, 0.55], [0.55, 0.45], [0.01, 0.99], [0.99, 0.01], [0.01, 0.99]])
+    config = Config.from_dict({"data": {"inputs": {"x": {"kind": "tabular", "columns": ["x"]}}},
+                               "tasks": {"y": {"type": "classification", "column": "y"}},
+                               "train": {"monitor": "valid/y/acc"}})
+    held = [MemberPredictions(Path(k), np.arange(6), p, labels, ["0", "1"]) for k, p in (("a", sure_early), ("b", sure_late))]
+    cands = [Candidate("a", []), Candidate("b", [])]
+    assert _fit_ensemble(cands, held, config, print, "metric") is None  # accuracy cannot tell them apart
+    mixed = _fit_ensemble(cands, held, config, print, "log_loss")
+    assert mixed is not None and [c.key for c, _ in mixed.members] == ["a", "b"]
+    assert mixed.members[0][1] == pytest.approx(0.5, abs=0.05) and mixed.score == pytest.approx(1.0)
+
+
+def test_a_wrong_ensemble_fit_is_refused_before_any_data_is_read(tmp_path: Path) -> None:
+    from polyfuse.config import ConfigError
+    from polyfuse.presets.table import plan_table
+
+    own = tmp_path / "bad.yaml"
+    own.write_text("base: medium\nselection: {ensemble_fit: brier}\n")
+    frame = pd.DataFrame({"note": ["a b", "c d"] * 10, "y": ["p", "q"] * 10})
+    with pytest.raises(ConfigError, match="selection.ensemble_fit: 'brier' is not one of log_loss, metric"):
+        plan_table(frame, ["y"], preset=str(own))

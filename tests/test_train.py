@@ -115,10 +115,13 @@ def test_cli_train_from_a_user_table_then_eval_and_predict(tmp_path, avmnist):
     table = tmp_path / "mine.csv"
     rows.drop(columns=["id"]).to_csv(table, index=False)
     out = tmp_path / "run"
+    # medium's encoders and cross-validation, without its other candidates (the presets' tests select)
+    preset = tmp_path / "medium-fused.yaml"
+    preset.write_text("base: medium\nselection: {fusions: [], unimodal: false, linear: false, ensemble: 0}\n")
     res = runner.invoke(app, ["train", "--data", str(table), "--label", "label", "--out", str(out), "--no-progress",
-                              "data.allow_outside_root=true", "train.epochs=1", "model.dim=16"])
+                              "--preset", str(preset), "data.allow_outside_root=true", "train.epochs=1", "model.dim=16"])
     assert res.exit_code == 0, res.output
-    # 120 rows: cross-validated candidates; the fused one holds every input (the chosen model may hold one)
+    # 120 rows: cross-validated, then refit; the fused model holds every input
     config = polyfuse.Config.from_yaml(out / "cv" / "late" / "fold0" / "config.yaml")
     kinds = {name: inp.kind for name, inp in config.data.inputs.items()}
     # the medium preset reads the text column twice (n-gram TF-IDF and a frozen MiniLM embedding)

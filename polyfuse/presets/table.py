@@ -127,6 +127,22 @@ LINEAR_MODES = {
 }
 
 
+#: ``selection.ensemble_fit``: what the greedy ensemble weights are fitted to on held-out predictions
+ENSEMBLE_FITS = {
+    "log_loss": "held-out log-loss for classification (a proper score: continuous where accuracy moves a row at a "
+                "time), the selection metric otherwise",
+    "metric": "the selection metric",
+}
+
+
+def ensemble_fit(value: Any) -> str:
+    """``selection.ensemble_fit`` as one of ENSEMBLE_FITS (absent -> ``metric``); ConfigError for anything else."""
+    fit = "metric" if value is None else value
+    if fit not in ENSEMBLE_FITS:
+        raise ConfigError(f"selection.ensemble_fit: {value!r} is not one of {', '.join(ENSEMBLE_FITS)}")
+    return str(fit)
+
+
 def linear_mode(value: Any) -> str:
     """``selection.linear`` as one of LINEAR_MODES (``true`` -> ``ngrams``); ConfigError for anything else."""
     mode = "ngrams" if value is True else value
@@ -300,6 +316,8 @@ def plan_table(
     selection = spec.get("selection")
     if selection and selection.get("linear"):
         linear_mode(selection["linear"])  # a wrong value stops here, before any data is read
+    if selection:
+        ensemble_fit(selection.get("ensemble_fit"))
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
         if selection.get("linear") and selection.get("linear_above_max_rows"):
             # a selection among many candidates costs too much here; one convex fit over every
@@ -307,7 +325,8 @@ def plan_table(
             choices.append(Choice("selection", "the fused model or all fixed-feature inputs as one logistic / ridge "
                                   "regression (convex fit), the better on validation (or their weighted average)",
                                   f"{len(frame)} rows > {selection['max_rows']}: no wider selection"))
-            selection = {"fusions": [], "unimodal": False, "linear": "together", "ensemble": selection.get("ensemble")}
+            selection = {"fusions": [], "unimodal": False, "linear": "together", "ensemble": selection.get("ensemble"),
+                         "ensemble_fit": selection.get("ensemble_fit")}
         else:
             choices.append(Choice("selection", "none: one model", f"{len(frame)} rows > {selection['max_rows']}"))
             selection = None
@@ -329,8 +348,10 @@ def plan_table(
             why += " (one input: only its head variants)"
         choices.append(Choice("selection", f"{how} among {among}", why))
         if int(selection.get("ensemble") or 0) > 1:
+            fit = ENSEMBLE_FITS[ensemble_fit(selection.get("ensemble_fit"))]
             choices.append(Choice("ensemble", f"up to the top {int(selection['ensemble'])} candidates, weighted",
-                                  "greedy ensemble selection on held-out predictions; kept only when it beats the best single candidate there"))
+                                  f"greedy ensemble selection on held-out predictions, weights fitted to {fit}; "
+                                  "kept only when a single candidate is not as good there"))
     config = Config.from_dict(raw)
     config.extra["choices"] = [c.to_dict() for c in choices]
     return TablePlan(config, spec["name"], choices, cv_folds, selection, time_limit, train_rows)

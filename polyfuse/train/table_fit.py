@@ -28,13 +28,14 @@ import pandas as pd
 
 from polyfuse.config import Config
 from polyfuse.errors import PolyfuseError
-from polyfuse.presets.table import TablePlan, linear_mode
+from polyfuse.presets.table import TablePlan, ensemble_fit, linear_mode
 from polyfuse.checkpoint import LoadedCheckpoint, load_model_dir
 from polyfuse.encoders.extraction_memo import remembering_extractions
 from polyfuse.train.ensemble import (
     MemberPredictions, close_to_best, greedy_weights, member_predictions, metric_function, save_ensemble,
 )
 from polyfuse.train.metrics import monitor_mode
+from polyfuse.train.ranking import by_metric, log_loss
 from polyfuse.train.runner import RunResult, run_training
 from polyfuse.tasks import TASKS
 
@@ -248,7 +249,7 @@ def _select(
         if size > 1 and len(ranked) > 1:
             loaded = {c.key: load_model_dir(c.run) for c in ranked[:size] if c.run is not None}
             held_out = [_valid_predictions(c, config, loaded[c.key]) for c in ranked[:size]]
-            ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
+            ensemble = _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan))
         if ensemble is not None:
             _clear_model_files(out)
             save_ensemble([(c.key, w, loaded[c.key]) for c, w in ensemble.members], out)
@@ -302,6 +303,10 @@ def _ensemble_size(plan: TablePlan) -> int:
     return int((plan.selection or {}).get("ensemble") or 0)
 
 
+def _ensemble_fit(plan: TablePlan) -> str:
+    return ensemble_fit((plan.selection or {}).get("ensemble_fit"))
+
+
 def _task(config: Config) -> tuple[str, str, str]:
     """(task name, task type, metric) the selection ranks by."""
     _, task, metric = (config.train.monitor or "").split("/", 2)
@@ -318,8 +323,10 @@ def _valid_predictions(cand: Candidate, config: Config, loaded: LoadedCheckpoint
 
 def _fit_ensemble(
     cands: list[Candidate], held_out: list[MemberPredictions | None], config: Config, say: Callable[[str], None],
+    fit: str = "metric",
 ) -> Ensemble | None:
-    """Greedy ensemble weights on held-out predictions; None when one member alone is as good."""
+    """Greedy ensemble weights on held-out predictions, fitted to the selection metric or (``fit``
+    ``log_loss``, classification) to the log-loss; None when one member alone is as good."""
     pairs = [(c, p) for c, p in zip(cands, held_out) if p is not None]
     if len(pairs) < 2:
         return None
@@ -340,7 +347,12 @@ def _fit_ensemble(
     same = [pair for pair, k in zip(same, keep) if k]
     if len(same) < 2:
         return None
-    weights, value = greedy_weights([p.preds for _, p in same], first.labels, score, mode)
+    preds = [p.preds for _, p in same]
+    if ensemble_fit(fit) == "log_loss" and TASKS[kind].single_label:  # preds: class probabilities [N, C]
+        weights, _ = greedy_weights(preds, first.labels, log_loss, "min")
+    else:
+        weights, _ = greedy_weights(preds, first.labels, score, mode)
+    value = score(sum(w * p for w, p in zip(weights, preds)), first.labels)
     members = [(c, w) for (c, _), w in zip(same, weights) if w > 0]
     best_single = score(first.preds, first.labels)
     if len(members) < 2:
@@ -365,7 +377,7 @@ def _clear_model_files(out: Path) -> None:
 
 def _ranked(candidates: list[Candidate], mode: str) -> list[Candidate]:
     scored = [c for c in candidates if c.score is not None]
-    return sorted(scored, key=lambda c: -c.score if mode == "max" else c.score)  # type: ignore[operator]
+    return [scored[i] for i in by_metric([c.score for c in scored], mode)]  # type: ignore[misc]
 
 
 def _folds(frame: pd.DataFrame, config: Config, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -445,7 +457,7 @@ def _cross_validate(
     if size > 1 and len(ranked) > 1:
         with remembering_extractions():
             held_out = [_out_of_fold(c, out, folds, config) for c in ranked[:size]]
-        ensemble = _fit_ensemble(ranked[:size], held_out, config, say)
+        ensemble = _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan))
     chosen = [c for c, _ in ensemble.members] if ensemble else [winner]
     refits: list[tuple[Candidate, Path, Config, int]] = []
     for i, cand in enumerate(chosen):

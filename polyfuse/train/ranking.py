@@ -1,0 +1,55 @@
+"""How selection ranks candidates by their held-out predictions.
+
+A validation split of a small table holds few rows: on 40 rows one row is 2.5 accuracy points, and
+five candidates can tie, or differ by a row that is noise.
+
+- ``by_metric``: the selection metric alone (ties kept in candidate order); what selection ranks by.
+- ``by_metric_then_loss``: candidates within ``rows_tied`` held-out rows of the best metric count as
+  tied with it; among them, the lowest held-out log-loss comes first. Replayed on 8 finished
+  selections (``benchmarks/selection_replay.py``) it picked what ``by_metric`` picked every time (the
+  one-row leader was also the most confident: a gradient candidate's checkpoint is chosen on the
+  same rows), so selection does not use it.
+- ``log_loss``: a proper score, continuous where accuracy moves a row at a time; what the greedy
+  ensemble weights are fitted to under ``selection.ensemble_fit: log_loss``.
+
+Torch-free: numbers in, order out.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+#: a held-out probability is clipped to [EPS, 1] before its log is taken
+EPS = 1e-7
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-probability of the true class; ``probs`` [N, C] (rows sum to 1), ``labels`` [N] ints."""
+    labels = np.asarray(labels).astype(int)
+    keep = labels >= 0  # unlabelled rows (IGNORE_INDEX) carry no score
+    picked = np.asarray(probs, dtype=np.float64)[np.flatnonzero(keep), labels[keep]]  # [N']
+    return float(-np.mean(np.log(np.clip(picked, EPS, 1.0)))) if picked.size else float("nan")
+
+
+def by_metric(scores: Sequence[float], mode: str) -> list[int]:
+    """Indices, best metric first (a stable sort: ties keep their order)."""
+    sign = -1.0 if mode == "max" else 1.0
+    return sorted(range(len(scores)), key=lambda i: sign * scores[i])
+
+
+def by_metric_then_loss(
+    scores: Sequence[float], losses: Sequence[float | None], rows: int, mode: str, rows_tied: float = 1.0,
+) -> list[int]:
+    """Indices: those within ``rows_tied`` rows (of ``rows`` held-out rows) of the best metric first,
+    by held-out log-loss (a missing loss sorts last among them); then the rest by metric."""
+    order = by_metric(scores, mode)
+    if not order or rows <= 0:
+        return order
+    best = scores[order[0]]
+    margin = rows_tied / rows + 1e-12
+    tied = [i for i in order if abs(scores[i] - best) <= margin]
+    rest = [i for i in order if i not in tied]
+    tied.sort(key=lambda i: (losses[i] is None or not np.isfinite(losses[i]), losses[i] if losses[i] is not None else 0.0))
+    return tied + rest
