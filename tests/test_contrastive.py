@@ -288,6 +288,6 @@ def test_itm_tells_held_out_pairs_from_random_negatives(tmp_path) -> None:  # no
                        overrides=["data.max_rows=256", "train.epochs=20", "train.threads=1"])
     test = run.metrics["matching"]["test"]["itm"]
     assert test["pairs"] == 512
-    assert test["acc"] >= 0.90, test  # measured 0.94 (positives 0.91, negatives 0.98); chance 0.5
+    assert test["acc"] >= 0.85, test  # measured 0.908 (positives 0.84, negatives 0.97) in 20 epochs; chance 0.5
     assert min(test["positives"], test["negatives"]) > 0.75, test  # not one class for everything
     assert "## Matching (one random negative per positive)" in (tmp_path / "run" / "report.md").read_text()

@@ -212,3 +212,20 @@ def test_a_wrong_ensemble_fit_is_refused_before_any_data_is_read(tmp_path: Path)
     frame = pd.DataFrame({"note": ["a b", "c d"] * 10, "y": ["p", "q"] * 10})
     with pytest.raises(ConfigError, match="selection.ensemble_fit: 'brier' is not one of log_loss, metric"):
         plan_table(frame, ["y"], preset=str(own))
+
+
+def test_the_selection_replay_reproduces_the_selection_it_replays(selection_run: Path) -> None:
+    """benchmarks/selection_replay.py: its rule for medium's own choice gives the test score the run has."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from selection_replay import load_candidates, replay
+
+    run = selection_run / "run"
+    cands, task, kind, metric = load_candidates(run)
+    assert {c.key for c in cands} >= {"late", "audio_rocket_only", "image_only"} and metric == "acc"
+    rules = replay(cands, kind, metric)
+    saved = json.loads((run / "metrics.json").read_text())
+    # medium fits the ensemble weights to the held-out log-loss
+    assert rules["ensemble on log-loss (pool: metric)"]["test"] == pytest.approx(saved["test"][task]["acc"], abs=1e-6)
+    assert rules["metric"]["pick"] == max(cands, key=lambda c: c.valid_score).key  # the first of the best on validation
