@@ -10,7 +10,7 @@ predictions alone (validation), and the pick's test score is what the rule would
 - ``metric``: the selection metric on validation (polyfuse's rule until this replay).
 - ``metric, ties by log-loss``: within one validation row of the best, the lowest validation log-loss.
 - ``log-loss``: the lowest validation log-loss alone.
-- ``ensemble on <metric|log-loss>``: the top 4 by the rule above it, Caruana's greedy weights fitted on
+- ``ensemble on <metric|log-loss>``: the top 4 (or N of `--pool-sizes`) by the rule above it, Caruana's greedy weights fitted on
   validation to the metric or to the log-loss; the weighted average's test score.
 
 Candidates are scored as trained on the training rows (a convex winner's refit on training +
@@ -71,8 +71,8 @@ def load_candidates(run: Path) -> tuple[list[Scored], str, str, str]:
     return out, task, kind, metric
 
 
-def replay(cands: list[Scored], kind: str, metric: str) -> dict[str, dict[str, Any]]:
-    """Each rule's pick (or ensemble) and its test score."""
+def replay(cands: list[Scored], kind: str, metric: str, pool_sizes: tuple[int, ...] = (ENSEMBLE_SIZE,)) -> dict[str, dict[str, Any]]:
+    """Each rule's pick (or ensemble, from the top ``pool_sizes`` candidates) and its test score."""
     from polyfuse.train.ensemble import close_to_best, greedy_weights, metric_function
     from polyfuse.train.metrics import monitor_mode
     from polyfuse.train.ranking import by_metric, by_metric_then_loss, log_loss
@@ -94,16 +94,18 @@ def replay(cands: list[Scored], kind: str, metric: str) -> dict[str, dict[str, A
     fits: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"metric": score}
     if classification:
         fits["log-loss"] = lambda p, y: log_loss(p, y)
-    for rule, order in orders.items():
-        top = [cands[i] for i in order[:ENSEMBLE_SIZE]]
-        keep = close_to_best([c.valid_score for c in top], mode)
-        pool = [c for c, k in zip(top, keep) if k]
-        for fit_name, fit in fits.items():
-            fit_mode = "min" if fit_name == "log-loss" else mode
-            weights, _ = greedy_weights([c.valid.preds for c in pool], pool[0].valid.labels, fit, fit_mode)
-            mixed = sum(w * c.test.preds for w, c in zip(weights, pool))
-            members = ", ".join(f"{c.key} {w:.2f}" for c, w in zip(pool, weights) if w > 0)
-            out[f"ensemble on {fit_name} (pool: {rule})"] = {"pick": members, "test": score(mixed, pool[0].test.labels)}
+    for size in pool_sizes:
+        for rule, order in orders.items():
+            top = [cands[i] for i in order[:size]]
+            keep = close_to_best([c.valid_score for c in top], mode)
+            pool = [c for c, k in zip(top, keep) if k]
+            for fit_name, fit in fits.items():
+                fit_mode = "min" if fit_name == "log-loss" else mode
+                weights, _ = greedy_weights([c.valid.preds for c in pool], pool[0].valid.labels, fit, fit_mode)
+                mixed = sum(w * c.test.preds for w, c in zip(weights, pool))
+                members = ", ".join(f"{c.key} {w:.2f}" for c, w in zip(pool, weights) if w > 0)
+                name = f"ensemble on {fit_name} (pool: {rule}{'' if size == ENSEMBLE_SIZE else f', top {size}'})"
+                out[name] = {"pick": members, "test": score(mixed, pool[0].test.labels)}
     return out
 
 
@@ -111,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/selection_replay.md"))
+    parser.add_argument("--pool-sizes", default=str(ENSEMBLE_SIZE),
+                        help=f"comma list of ensemble pool sizes (top N candidates) to replay; {ENSEMBLE_SIZE} is medium's")
     args = parser.parse_args(argv)
+    sizes = tuple(int(v) for v in args.pool_sizes.split(",") if v.strip())
     from polyfuse.train.metrics import monitor_mode
 
     results = []
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         cands, _, kind, metric = load_candidates(run)
         if len(cands) < 2:
             continue
-        rules = replay(cands, kind, metric)
+        rules = replay(cands, kind, metric, sizes)
         results.append({"run": str(run), "metric": metric, "higher_is_better": monitor_mode(metric) == "max",
                         "valid_rows": len(cands[0].valid.labels), "rules": rules,
                         "candidates": [{"key": c.key, "valid": c.valid_score, "valid_log_loss": c.valid_loss,

@@ -197,7 +197,8 @@ def test_log_loss_weights_mix_members_that_tie_on_accuracy_and_the_reported_scor
                                "train": {"monitor": "valid/y/acc"}})
     held = [MemberPredictions(Path(k), np.arange(6), p, labels, ["0", "1"]) for k, p in (("a", sure_early), ("b", sure_late))]
     cands = [Candidate("a", []), Candidate("b", [])]
-    assert _fit_ensemble(cands, held, config, print, "metric") is None  # accuracy cannot tell them apart
+    single = _fit_ensemble(cands, held, config, print, "metric")  # accuracy cannot tell them apart: the first alone
+    assert single is not None and [(c.key, w) for c, w in single.members] == [("a", 1.0)]
     mixed = _fit_ensemble(cands, held, config, print, "log_loss")
     assert mixed is not None and [c.key for c, _ in mixed.members] == ["a", "b"]
     assert mixed.members[0][1] == pytest.approx(0.5, abs=0.05) and mixed.score == pytest.approx(1.0)

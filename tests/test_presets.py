@@ -257,4 +257,4 @@ def test_a_preset_file_of_ones_own_and_the_selection_row_limit(clothing_rows: pd
     assert any(c.what == "selection" and "no wider selection" in c.why for c in plan.choices)
     medium = plan_table(clothing_rows, ["recommended"], preset="medium")
     assert medium.selection == {"fusions": [], "unimodal": True, "linear": "ngrams", "heads": [], "max_rows": 5000,
-                               "linear_above_max_rows": False, "ensemble": 4}
+                               "linear_above_max_rows": False, "ensemble_fit": "log_loss", "ensemble": 4}

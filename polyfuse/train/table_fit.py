@@ -250,6 +250,9 @@ def _select(
             loaded = {c.key: load_model_dir(c.run) for c in ranked[:size] if c.run is not None}
             held_out = [_valid_predictions(c, config, loaded[c.key]) for c in ranked[:size]]
             ensemble = _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan))
+            if ensemble is not None and len(ensemble.members) == 1:
+                winner, ensemble = ensemble.members[0][0], None
+                assert winner.run is not None
         if ensemble is not None:
             _clear_model_files(out)
             save_ensemble([(c.key, w, loaded[c.key]) for c, w in ensemble.members], out)
@@ -326,7 +329,8 @@ def _fit_ensemble(
     fit: str = "metric",
 ) -> Ensemble | None:
     """Greedy ensemble weights on held-out predictions, fitted to the selection metric or (``fit``
-    ``log_loss``, classification) to the log-loss; None when one member alone is as good."""
+    ``log_loss``, classification) to the log-loss; one member when it alone is as good (the
+    caller keeps it as the single model); None when fewer than two candidates can be compared."""
     pairs = [(c, p) for c, p in zip(cands, held_out) if p is not None]
     if len(pairs) < 2:
         return None
@@ -355,10 +359,10 @@ def _fit_ensemble(
     value = score(sum(w * p for w, p in zip(weights, preds)), first.labels)
     members = [(c, w) for (c, _), w in zip(same, weights) if w > 0]
     best_single = score(first.preds, first.labels)
-    if len(members) < 2:
-        say(f"ensemble: {same[0][0].key} alone is as good on the held-out rows; no ensemble")
-        return None
     ensemble = Ensemble(members, value, best_single)
+    if len(members) < 2:  # the caller keeps this one member alone (under log-loss, not always the metric's first)
+        say(f"ensemble: {members[0][0].key} alone is as good on the held-out rows; no ensemble")
+        return ensemble
     say(f"{ensemble.key}: held-out {metric} {value:.4f} (best single {best_single:.4f})")
     return ensemble
 
@@ -458,6 +462,8 @@ def _cross_validate(
         with remembering_extractions():
             held_out = [_out_of_fold(c, out, folds, config) for c in ranked[:size]]
         ensemble = _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan))
+        if ensemble is not None and len(ensemble.members) == 1:
+            winner, ensemble = ensemble.members[0][0], None
     chosen = [c for c, _ in ensemble.members] if ensemble else [winner]
     refits: list[tuple[Candidate, Path, Config, int]] = []
     for i, cand in enumerate(chosen):
