@@ -26,12 +26,14 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_info, write_results  # noqa: E402
+
+from polyfuse.train.ranking import by_metric, log_loss  # noqa: E402
 
 ENSEMBLE_SIZE = 4
 #: the rule ``medium`` used before ``selection.ensemble_fit: log_loss``: the top 4 by the metric, weights fitted to it
@@ -71,11 +73,26 @@ def load_candidates(run: Path) -> tuple[list[Scored], str, str, str]:
     return out, task, kind, metric
 
 
+def by_metric_then_loss(
+    scores: Sequence[float], losses: Sequence[float | None], rows: int, mode: str, rows_tied: float = 1.0,
+) -> list[int]:
+    """Indices: those within ``rows_tied`` rows (of ``rows`` held-out rows) of the best metric first,
+    by held-out log-loss (a missing loss sorts last among them); then the rest by metric."""
+    order = by_metric(scores, mode)
+    if not order or rows <= 0:
+        return order
+    best = scores[order[0]]
+    margin = rows_tied / rows + 1e-12
+    tied = [i for i in order if abs(scores[i] - best) <= margin]
+    rest = [i for i in order if i not in tied]
+    tied.sort(key=lambda i: (losses[i] is None or not np.isfinite(losses[i]), losses[i] if losses[i] is not None else 0.0))
+    return tied + rest
+
+
 def replay(cands: list[Scored], kind: str, metric: str, pool_sizes: tuple[int, ...] = (ENSEMBLE_SIZE,)) -> dict[str, dict[str, Any]]:
     """Each rule's pick (or ensemble, from the top ``pool_sizes`` candidates) and its test score."""
     from polyfuse.train.ensemble import close_to_best, greedy_weights, metric_function
     from polyfuse.train.metrics import monitor_mode
-    from polyfuse.train.ranking import by_metric, by_metric_then_loss, log_loss
 
     mode = monitor_mode(metric)
     score = metric_function(kind, metric)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from polyfuse.train.ranking import by_metric, by_metric_then_loss, log_loss
+from polyfuse.train.ranking import by_metric, log_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from selection_replay import by_metric_then_loss  # noqa: E402  (the replayed rule selection does not use)
 
 
 def test_log_loss_is_the_mean_negative_log_probability_of_the_true_class_over_labelled_rows() -> None:

@@ -4,11 +4,8 @@ A validation split of a small table holds few rows: on 40 rows one row is 2.5 ac
 five candidates can tie, or differ by a row that is noise.
 
 - ``by_metric``: the selection metric alone (ties kept in candidate order); what selection ranks by.
-- ``by_metric_then_loss``: candidates within ``rows_tied`` held-out rows of the best metric count as
-  tied with it; among them, the lowest held-out log-loss comes first. Replayed on 8 finished
-  selections (``benchmarks/selection_replay.py``) it picked what ``by_metric`` picked every time (the
-  one-row leader was also the most confident: a gradient candidate's checkpoint is chosen on the
-  same rows), so selection does not use it.
+  (Breaking one-row ties by log-loss instead changed one pick of 12 finished selections, for the worse:
+  ``by_metric_then_loss`` in ``benchmarks/selection_replay.py``.)
 - ``log_loss``: a proper score, continuous where accuracy moves a row at a time; what the greedy
   ensemble weights are fitted to under ``selection.ensemble_fit: log_loss``.
 
@@ -37,19 +34,3 @@ def by_metric(scores: Sequence[float], mode: str) -> list[int]:
     """Indices, best metric first (a stable sort: ties keep their order)."""
     sign = -1.0 if mode == "max" else 1.0
     return sorted(range(len(scores)), key=lambda i: sign * scores[i])
-
-
-def by_metric_then_loss(
-    scores: Sequence[float], losses: Sequence[float | None], rows: int, mode: str, rows_tied: float = 1.0,
-) -> list[int]:
-    """Indices: those within ``rows_tied`` rows (of ``rows`` held-out rows) of the best metric first,
-    by held-out log-loss (a missing loss sorts last among them); then the rest by metric."""
-    order = by_metric(scores, mode)
-    if not order or rows <= 0:
-        return order
-    best = scores[order[0]]
-    margin = rows_tied / rows + 1e-12
-    tied = [i for i in order if abs(scores[i] - best) <= margin]
-    rest = [i for i in order if i not in tied]
-    tied.sort(key=lambda i: (losses[i] is None or not np.isfinite(losses[i]), losses[i] if losses[i] is not None else 0.0))
-    return tied + rest

@@ -249,10 +249,8 @@ def _select(
         if size > 1 and len(ranked) > 1:
             loaded = {c.key: load_model_dir(c.run) for c in ranked[:size] if c.run is not None}
             held_out = [_valid_predictions(c, config, loaded[c.key]) for c in ranked[:size]]
-            ensemble = _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan))
-            if ensemble is not None and len(ensemble.members) == 1:
-                winner, ensemble = ensemble.members[0][0], None
-                assert winner.run is not None
+            winner, ensemble = _kept(winner, _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan)))
+            assert winner.run is not None
         if ensemble is not None:
             _clear_model_files(out)
             save_ensemble([(c.key, w, loaded[c.key]) for c, w in ensemble.members], out)
@@ -310,6 +308,13 @@ def _ensemble_fit(plan: TablePlan) -> str:
     return ensemble_fit((plan.selection or {}).get("ensemble_fit"))
 
 
+def _kept(winner: Candidate, ensemble: Ensemble | None) -> tuple[Candidate, Ensemble | None]:
+    """(single model, ensemble): a one-member fit keeps that member alone, no fit keeps ``winner``."""
+    if ensemble is not None and len(ensemble.members) == 1:
+        return ensemble.members[0][0], None
+    return winner, ensemble
+
+
 def _task(config: Config) -> tuple[str, str, str]:
     """(task name, task type, metric) the selection ranks by."""
     _, task, metric = (config.train.monitor or "").split("/", 2)
@@ -352,7 +357,7 @@ def _fit_ensemble(
     if len(same) < 2:
         return None
     preds = [p.preds for _, p in same]
-    if ensemble_fit(fit) == "log_loss" and TASKS[kind].single_label:  # preds: class probabilities [N, C]
+    if fit == "log_loss" and TASKS[kind].single_label:  # preds: class probabilities [N, C]
         weights, _ = greedy_weights(preds, first.labels, log_loss, "min")
     else:
         weights, _ = greedy_weights(preds, first.labels, score, mode)
@@ -461,9 +466,7 @@ def _cross_validate(
     if size > 1 and len(ranked) > 1:
         with remembering_extractions():
             held_out = [_out_of_fold(c, out, folds, config) for c in ranked[:size]]
-        ensemble = _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan))
-        if ensemble is not None and len(ensemble.members) == 1:
-            winner, ensemble = ensemble.members[0][0], None
+        winner, ensemble = _kept(winner, _fit_ensemble(ranked[:size], held_out, config, say, _ensemble_fit(plan)))
     chosen = [c for c, _ in ensemble.members] if ensemble else [winner]
     refits: list[tuple[Candidate, Path, Config, int]] = []
     for i, cand in enumerate(chosen):
