@@ -193,8 +193,13 @@ def main_metric(task: str, metric: str | None = None) -> tuple[str, bool]:
 # --------------------------------------------------------------------------- polyfuse
 
 
+def preset_key(preset: str) -> str:
+    """A shipped preset's name, or a preset file's stem (``benchmarks/presets/x.yaml`` -> ``x``)."""
+    return Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+
+
 def run_polyfuse(table: Table, preset: str, out: Path, time_limit: float | None, extra: list[str]) -> dict[str, Any]:
-    run = out / f"{table.name}-{preset}"
+    run = out / f"{table.name}-{preset_key(preset)}"
     cmd = [str(REPO / ".venv" / "bin" / "polyfuse"), "train", "--data", str(table.train), "--test", str(table.test),
            "--label", table.label, "--preset", preset, "--out", str(run), "--overwrite", "--no-progress", *extra]
     if time_limit:
@@ -313,7 +318,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", default=",".join(BUILDERS), help=f"comma list of {', '.join([*BUILDERS, *EXTRA_BUILDERS])}")
     parser.add_argument("--metric", default=None, help="passed to polyfuse train --metric (e.g. macro_f1)")
-    parser.add_argument("--presets", default="fast,medium,best")
+    parser.add_argument("--presets", default="fast,medium,best",
+                        help="comma list of preset names or preset YAML files (a file's results are keyed by its stem)")
     parser.add_argument("--best-time-limit", type=float, default=900.0)
     parser.add_argument("--root", type=Path, default=Path("runs/bench-tables"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "bench_tables.md")
@@ -341,9 +347,9 @@ def main() -> None:
         for preset in presets:
             limit = args.best_time_limit if preset == "best" else None
             extra = ["--metric", args.metric] if args.metric else []
-            entry["polyfuse"][preset] = run_polyfuse(table, preset, args.root / "runs", limit, extra)
-            p = entry["polyfuse"][preset]
-            print(f"{name}: polyfuse {preset} " + (p.get("error", "") or f"{metric} {p[metric]:.4f} in {p['seconds']} s"), file=sys.stderr)
+            entry["polyfuse"][preset_key(preset)] = run_polyfuse(table, preset, args.root / "runs", limit, extra)
+            p = entry["polyfuse"][preset_key(preset)]
+            print(f"{name}: polyfuse {preset_key(preset)} " + (p.get("error", "") or f"{metric} {p[metric]:.4f} in {p['seconds']} s"), file=sys.stderr)
         results.append(entry)
         # written after every table, so an interrupted benchmark keeps what it measured
         info = machine_info(date=time.strftime("%Y-%m-%d"))

@@ -1,6 +1,7 @@
 """Two ``bench_tables.py`` runs side by side: the same tables and splits before and after a change.
 
     python benchmarks/compare_tables.py BEFORE.json AFTER.json --preset medium --out benchmarks/results/X.md
+    python benchmarks/compare_tables.py RUN.json RUN.json --preset medium --preset-after my-preset --out X.md  # two presets of one run
 
 Per table (and split): the best scikit-learn baseline of the run after (both runs score the same
 baselines on the same split), polyfuse before and after, each one's difference to the baseline,
@@ -31,18 +32,20 @@ def _gain(value: float, reference: float, higher: bool) -> float:
     return value - reference if higher else reference - value
 
 
-def compare(before: Path, after: Path, preset: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The paired rows and the markdown lines of their table."""
+def compare(before: Path, after: Path, preset: str, preset_after: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The paired rows and the markdown lines of their table: ``preset`` of ``before`` against
+    ``preset_after`` (default: the same preset) of ``after``; both may be one run's JSON."""
     old, new = _rows(before), _rows(after)
+    after_key = preset_after or preset
     paired = []
-    lines = [f"| table | metric | best baseline | {preset} before | {preset} after | before vs baseline | after vs baseline "
+    lines = [f"| table | metric | best baseline | {preset} before | {after_key} after | before vs baseline | after vs baseline "
              "| after - before | seconds before / after | chosen after |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in new.items():
-        if name not in old or preset not in row.get("polyfuse", {}) or preset not in old[name].get("polyfuse", {}):
+        if name not in old or after_key not in row.get("polyfuse", {}) or preset not in old[name].get("polyfuse", {}):
             continue
         metric, higher = main_metric(row["task"], row.get("metric"))
         base = row["baseline"][metric]
-        b, a = old[name]["polyfuse"][preset], row["polyfuse"][preset]
+        b, a = old[name]["polyfuse"][preset], row["polyfuse"][after_key]
         item = {"table": name, "source": row.get("source", name), "metric": metric, "baseline": base,
                 "before": b[metric], "after": a[metric], "before_gain": _gain(b[metric], base, higher),
                 "after_gain": _gain(a[metric], base, higher), "change": _gain(a[metric], b[metric], higher),
@@ -70,12 +73,15 @@ def main() -> None:
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("--preset", default="medium")
+    parser.add_argument("--preset-after", default=None,
+                        help="the preset key to read from AFTER (default: --preset); e.g. a preset file's stem run beside it")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="polyfuse before and after a change, on the same tables and splits")
     args = parser.parse_args()
-    paired, lines = compare(args.before, args.after, args.preset)
+    paired, lines = compare(args.before, args.after, args.preset, args.preset_after)
+    after_flag = f" --preset-after {args.preset_after}" if args.preset_after else ""
     header = [f"# {args.title}", "", f"Command: `python benchmarks/compare_tables.py {args.before} {args.after} "
-              f"--preset {args.preset} --out {args.out}`", "",
+              f"--preset {args.preset}{after_flag} --out {args.out}`", "",
               f"Before: `{json.loads(args.before.read_text()).get('command', '')}`", "",
               f"After: `{json.loads(args.after.read_text()).get('command', '')}`", ""]
     args.out.write_text("\n".join(header + lines) + "\n", encoding="utf-8")

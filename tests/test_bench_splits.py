@@ -62,3 +62,20 @@ def test_the_before_after_comparison_signs_every_difference_so_that_positive_is_
     assert got == {"a": (-0.05, 0.01, 0.06), "a-split1": (0.02, -0.01, -0.03), "r": (-0.2, 0.1, 0.3)}  # "new": no before
     summary = [line for line in lines if line.startswith("| a | 2 |")]
     assert summary == ["| a | 2 | -0.0150 | +0.0000 | +0.0150 | 1 / 1 of 2 |"]
+
+
+def test_two_presets_of_one_run_compare_and_a_preset_file_is_keyed_by_its_stem(tmp_path: Path) -> None:
+    import json
+
+    from bench_tables import preset_key
+    from compare_tables import compare
+
+    assert preset_key("benchmarks/presets/medium-linear-above.yaml") == "medium-linear-above"
+    assert preset_key("medium") == "medium"
+    row = {"table": "c", "source": "c", "task": "classification", "metric": "f1", "baseline": {"model": "lr", "f1": 0.85},
+           "polyfuse": {"medium": {"f1": 0.84, "seconds": 2.0}, "medium-linear-above": {"f1": 0.86, "seconds": 3.0}}}
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"results": [row]}))
+    paired, lines = compare(run, run, "medium", "medium-linear-above")
+    assert [(p["before"], p["after"], round(p["change"], 4)) for p in paired] == [(0.84, 0.86, 0.02)]
+    assert "medium-linear-above after" in lines[0]

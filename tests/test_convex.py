@@ -255,3 +255,15 @@ def test_a_wrong_linear_mode_is_refused_before_any_data_is_read(clothing_rows: p
     own.write_text("base: medium\nselection: {linear: everything}\n")
     with pytest.raises(ConfigError, match="selection.linear: 'everything' is not one of false, true, ngrams, inputs, together"):
         plan_table(clothing_rows, ["recommended"], preset=str(own))
+
+
+def test_large_tables_choose_the_l2_strength_on_three_folds_every_row_scored_once() -> None:
+    from polyfuse.train.convex import LARGE_ROWS, _folds, fold_count
+
+    assert fold_count(LARGE_ROWS) == 5 and fold_count(LARGE_ROWS + 1) == 3
+    for kind, target in (("logistic", np.arange(LARGE_ROWS + 300) % 3), ("ridge", np.linspace(0.0, 1.0, LARGE_ROWS + 300))):
+        folds = _folds(target, kind, seed=0)
+        assert len(folds) == 3
+        scored = np.sort(np.concatenate([valid for _, valid in folds]))
+        assert np.array_equal(scored, np.arange(len(target)))
+    assert len(_folds(np.arange(200) % 2, "logistic", seed=0)) == 5

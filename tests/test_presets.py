@@ -248,13 +248,13 @@ def test_a_preset_file_of_ones_own_and_the_selection_row_limit(clothing_rows: pd
     assert any(c.what == "selection" and "one model" in c.choice for c in plan.choices)
     assert plan.config.train.min_steps == 50
     # with linear candidates, a table over the limit keeps two: the fused model and one convex fit over every input
-    own.write_text("base: medium\nselection: {max_rows: 100}\n")  # linear inherited, not asked for above the limit
+    own.write_text("base: medium\nselection: {max_rows: 100, linear_above_max_rows: false}\n")  # linear inherited, not above the limit
     assert plan_table(clothing_rows, ["recommended"], preset=str(own)).selection is None
-    own.write_text("base: medium\nselection: {max_rows: 100, linear_above_max_rows: true}\n")
+    own.write_text("base: medium\nselection: {max_rows: 100}\n")  # medium's default: linear_above_max_rows true
     plan = plan_table(clothing_rows, ["recommended"], preset=str(own))
     inputs = list(plan.config.data.inputs)
     assert [c.key for c in _candidates(plan)] == ["late", f"{'+'.join(inputs)} linear"]
     assert any(c.what == "selection" and "no wider selection" in c.why for c in plan.choices)
     medium = plan_table(clothing_rows, ["recommended"], preset="medium")
     assert medium.selection == {"fusions": [], "unimodal": True, "linear": "ngrams", "heads": [], "max_rows": 5000,
-                               "linear_above_max_rows": False, "ensemble_fit": "log_loss", "ensemble": 4}
+                               "linear_above_max_rows": True, "ensemble_fit": "log_loss", "ensemble": 4}

@@ -321,7 +321,8 @@ def plan_table(
     if selection and selection.get("max_rows") and len(frame) > int(selection["max_rows"]):
         if selection.get("linear") and selection.get("linear_above_max_rows"):
             # a selection among many candidates costs too much here; one convex fit over every
-            # fixed-feature input costs one pass of L-BFGS per setting (opt-in: not yet measured)
+            # fixed-feature input costs one pass of L-BFGS per setting (medium's default: clothing and a
+            # held-out 23k-row table gained 2.8 / 4.6 points; benchmarks/results/bench_tables_linear_above.md)
             choices.append(Choice("selection", "the fused model or all fixed-feature inputs as one logistic / ridge "
                                   "regression (convex fit), the better on validation (or their weighted average)",
                                   f"{len(frame)} rows > {selection['max_rows']}: no wider selection"))
