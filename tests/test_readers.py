@@ -81,6 +81,29 @@ def test_read_image_exif_orientation_and_transparency(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_image(tmp_path / "t.png")[0, 0], [255, 255, 255])  # composited on white
 
 
+def test_orientation_is_read_wherever_pillow_finds_it_and_skipped_without_metadata(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    from polyfuse.data.readers import may_be_oriented
+
+    image = Image.new("RGB", (30, 20), (200, 10, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "exif.png", exif=exif.tobytes())  # PNG eXIf chunk
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>')
+    image.save(tmp_path / "xmp.png", pnginfo=xmp)  # orientation in XMP only
+    image.save(tmp_path / "plain.png")
+    image.save(tmp_path / "plain.tif")
+    assert read_image(tmp_path / "exif.png").shape == (30, 20, 3)
+    assert read_image(tmp_path / "xmp.png").shape == (30, 20, 3)
+    assert read_image(tmp_path / "plain.png").shape == (20, 30, 3)
+    for name, expected in (("plain.png", False), ("exif.png", True), ("xmp.png", True), ("plain.tif", True)):
+        with Image.open(tmp_path / name) as opened:
+            opened.load()
+            assert may_be_oriented(opened) is expected, name
+
+
 def test_read_image_resized_by_pillow_equals_resizing_the_array(tmp_path: Path) -> None:
     from polyfuse.data.processors.image import center_crop_to_aspect, resize_hwc
 

@@ -80,7 +80,8 @@ def read_image(
         with _pillow_guard(), Image.open(handle) as image:
             _check_pixels(*image.size, max_pixels)
             image.load()
-            ImageOps.exif_transpose(image, in_place=True)
+            if may_be_oriented(image):
+                ImageOps.exif_transpose(image, in_place=True)
             converted = _pil_converted(image, channels)
             if converted is None:
                 return _pil_to_array(image, channels)
@@ -94,6 +95,17 @@ def read_image(
         raise DataError(f"image refused as a possible decompression bomb ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure means an unreadable file
         raise DataError(_decode_reason("image", exc)) from None
+
+
+#: ``Image.info`` keys from which Pillow's ``getexif`` reads an orientation (EXIF, PNG's raw profile, XMP).
+_ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
+
+
+def may_be_oriented(image: Any) -> bool:
+    """Whether a loaded Pillow image carries metadata that can hold an EXIF orientation (the sources
+    Pillow's ``getexif`` reads, TIFF tags included); without any, ``exif_transpose`` would do nothing,
+    and skipping it saves parsing per file."""
+    return hasattr(image, "tag_v2") or any(key in image.info for key in _ORIENTATION_SOURCES)
 
 
 def _pil_to_array(image: Any, channels: int | None) -> np.ndarray:
