@@ -46,7 +46,8 @@ C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 ALPHA_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 CV_FOLDS = 5
 #: Over this many labelled training rows the L2 strength is chosen by 3-fold cross-validation
-#: (LARGE_CV_FOLDS): every fold still scores thousands of rows, at about half the fits' time.
+#: (LARGE_CV_FOLDS): every fold still scores thousands of rows; the convex candidate of clothing
+#: (16k rows) took 121 s instead of 142, of the rating table 212 s instead of 306, same choice.
 LARGE_ROWS = 5000
 LARGE_CV_FOLDS = 3
 ABSENT_CLASS_LOGIT = -30.0  # a class no training row has: never predicted
