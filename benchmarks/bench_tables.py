@@ -347,9 +347,9 @@ def main() -> None:
         for preset in presets:
             limit = args.best_time_limit if preset == "best" else None
             extra = ["--metric", args.metric] if args.metric else []
-            entry["polyfuse"][preset_key(preset)] = run_polyfuse(table, preset, args.root / "runs", limit, extra)
-            p = entry["polyfuse"][preset_key(preset)]
-            print(f"{name}: polyfuse {preset_key(preset)} " + (p.get("error", "") or f"{metric} {p[metric]:.4f} in {p['seconds']} s"), file=sys.stderr)
+            key = preset_key(preset)
+            p = entry["polyfuse"][key] = run_polyfuse(table, preset, args.root / "runs", limit, extra)
+            print(f"{name}: polyfuse {key} " + (p.get("error", "") or f"{metric} {p[metric]:.4f} in {p['seconds']} s"), file=sys.stderr)
         results.append(entry)
         # written after every table, so an interrupted benchmark keeps what it measured
         info = machine_info(date=time.strftime("%Y-%m-%d"))

@@ -248,20 +248,30 @@ def movies(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
     return tr, te, "mean_rating", "regression", "title text + 19 genre flags, year, rating count -> mean rating"
 
 
-def clothing(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
-    """The built-in clothing reviews (title + text + age, feedback count, division/department/class) -> recommended.
+#: The clothing reviews' input columns of the full-size tables (title + text + shopper/product fields).
+_CLOTHING_INPUTS = ["title", "review_text", "age", "positive_feedback_count", "division_name", "department_name", "class_name"]
 
-    Not a table the project never saw (it ships as a built-in dataset): the issue's own target,
-    kept apart from the others. Train = the built-in train + valid splits, test = its test split.
-    """
+
+def _clothing_splits(label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All clothing reviews, ``_CLOTHING_INPUTS`` + ``label``: train = the built-in train + valid splits, test = its test split."""
     import polyfuse.data  # noqa: F401
     from polyfuse.registry import DATASETS
 
     prepared = DATASETS.get("clothing-reviews").factory()
     train = pd.concat([pd.read_parquet(prepared.train), pd.read_parquet(prepared.valid)], ignore_index=True)
     test = pd.read_parquet(prepared.test)
-    keep = ["title", "review_text", "age", "positive_feedback_count", "division_name", "department_name", "class_name", "recommended"]
-    return train[keep], test[keep], "recommended", "classification", "review title + text + shopper/product fields, 82/18 binary"
+    keep = [*_CLOTHING_INPUTS, label]
+    return train[keep], test[keep]
+
+
+def clothing(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
+    """The built-in clothing reviews (title + text + age, feedback count, division/department/class) -> recommended.
+
+    Not a table the project never saw (it ships as a built-in dataset): the issue's own target,
+    kept apart from the others. Train = the built-in train + valid splits, test = its test split.
+    """
+    train, test = _clothing_splits("recommended")
+    return train, test, "recommended", "classification", "review title + text + shopper/product fields, 82/18 binary"
 
 
 def clothing_rating(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, str, str]:
@@ -286,14 +296,8 @@ def clothing_rating_all(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str, 
     Held out for large-table changes (over ``selection.max_rows``): the reviews ship with the
     project, but this target at this size was never used to choose a default.
     """
-    import polyfuse.data  # noqa: F401
-    from polyfuse.registry import DATASETS
-
-    prepared = DATASETS.get("clothing-reviews").factory()
-    train = pd.concat([pd.read_parquet(prepared.train), pd.read_parquet(prepared.valid)], ignore_index=True)
-    test = pd.read_parquet(prepared.test)
-    keep = ["title", "review_text", "age", "positive_feedback_count", "division_name", "department_name", "class_name", "rating"]
-    return train[keep], test[keep], "rating", "classification", "review title + text + shopper/product fields -> 1-5 stars (56% fives)"
+    train, test = _clothing_splits("rating")
+    return train, test, "rating", "classification", "review title + text + shopper/product fields -> 1-5 stars (56% fives)"
 
 
 BUILDERS: dict[str, Callable[[Path], tuple[pd.DataFrame, pd.DataFrame, str, str, str]]] = {

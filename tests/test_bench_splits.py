@@ -70,12 +70,12 @@ def test_two_presets_of_one_run_compare_and_a_preset_file_is_keyed_by_its_stem(t
     from bench_tables import preset_key
     from compare_tables import compare
 
-    assert preset_key("benchmarks/presets/medium-linear-above.yaml") == "medium-linear-above"
+    assert preset_key("benchmarks/presets/medium-fused-only.yaml") == "medium-fused-only"
     assert preset_key("medium") == "medium"
     row = {"table": "c", "source": "c", "task": "classification", "metric": "f1", "baseline": {"model": "lr", "f1": 0.85},
-           "polyfuse": {"medium": {"f1": 0.84, "seconds": 2.0}, "medium-linear-above": {"f1": 0.86, "seconds": 3.0}}}
+           "polyfuse": {"medium-fused-only": {"f1": 0.84, "seconds": 2.0}, "medium": {"f1": 0.86, "seconds": 3.0}}}
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"results": [row]}))
-    paired, lines = compare(run, run, "medium", "medium-linear-above")
+    paired, lines = compare(run, run, "medium-fused-only", "medium")
     assert [(p["before"], p["after"], round(p["change"], 4)) for p in paired] == [(0.84, 0.86, 0.02)]
-    assert "medium-linear-above after" in lines[0]
+    assert "medium-fused-only before | medium after" in lines[0]

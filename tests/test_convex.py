@@ -267,3 +267,21 @@ def test_large_tables_choose_the_l2_strength_on_three_folds_every_row_scored_onc
         scored = np.sort(np.concatenate([valid for _, valid in folds]))
         assert np.array_equal(scored, np.arange(len(target)))
     assert len(_folds(np.arange(200) % 2, "logistic", seed=0)) == 5
+
+
+def test_over_the_row_limit_medium_trains_the_fused_model_and_one_convex_fit_and_keeps_a_working_model(
+    clothing_rows: pd.DataFrame, tmp_path: Path,
+) -> None:
+    """medium's default above selection.max_rows, end to end (the row limit lowered to 100 for 240 rows)."""
+    preset = tmp_path / "over.yaml"
+    preset.write_text("base: medium\nselection: {max_rows: 100}\nschedule: {min_steps: 20, max_steps: 40}\n"
+                      "encoders: {text: [{encoder: text_ngrams, input: {tokenizer: ngrams}}]}\n")  # no MiniLM: faster
+    run = polyfuse.fit(clothing_rows, label="recommended", preset=str(preset), out=tmp_path / "run", progress=False,
+                       overrides=["train.threads=1"])
+    selection = json.loads((tmp_path / "run" / "metrics.json").read_text())["selection"]
+    keys = [c["candidate"] for c in selection["candidates"]]
+    linear = [k for k in keys if k != "late"]
+    assert len(keys) == 2 and "late" in keys and linear[0] == f"{'+'.join(run.config.data.inputs)} linear", keys
+    assert selection["chosen"] in (*keys, "ensemble")
+    preds = polyfuse.load(tmp_path / "run").predict(clothing_rows.drop(columns=["recommended"]).head(8))
+    assert len(preds) == 8
